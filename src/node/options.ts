@@ -1,0 +1,61 @@
+/**
+ * Options of a node daemon (`dvs node start`), and the layout of a local cluster's state directory
+ * (`dvs up --dir DIR`).
+ *
+ * State directory:
+ * ```
+ * DIR/cluster.json            ClusterFile: the nodes of the local cluster (written by dvs up)
+ * DIR/node<N>/dvk.sock        node N's local socket (processes and the CLI)
+ * DIR/node<N>/daemon.log      node N's structured log (pino JSON lines)
+ * DIR/node<N>/daemon.pid      node N's daemon pid
+ * DIR/node<N>/logs/<dc>-<ep>.log   output of processes started by dvs run
+ * ```
+ */
+import type { NodeId } from '../kernel/types.js';
+import type { PeerConfig } from '../protocol/admin.js';
+
+export interface NodeOptions {
+  nodeId: NodeId;
+  /** Defaults to `node<id>`. */
+  name?: string;
+  /** host:port for node links (port 0 = any; status reports the bound one). */
+  listen: string;
+  /** Local Unix socket path for processes and the CLI. */
+  socket: string;
+  /** Directory for this node's files (logs of processes, state). */
+  dataDir: string;
+  /** Other nodes of the cluster. */
+  peers: PeerConfig[];
+  /** host:port of the Prometheus /metrics endpoint; omitted = no metrics listener. */
+  metrics?: string;
+  /** Heartbeat period on every link, ms (default 500). */
+  heartbeatMs?: number;
+  /** A peer unreachable this long is declared dead, ms (default 3000). */
+  deadAfterMs?: number;
+  /** pino level (default info). */
+  logLevel?: string;
+  /** Log destination file (default: stderr). */
+  logFile?: string;
+}
+
+/** DIR/cluster.json, written by `dvs up`, read by every CLI command. */
+export interface ClusterFile {
+  version: 1;
+  createdAt: number;
+  nodes: ClusterNode[];
+}
+
+export interface ClusterNode {
+  id: NodeId;
+  name: string;
+  /** Node-link address host:port. */
+  address: string;
+  /** Local socket path (absolute). */
+  socket: string;
+  /** host:port of /metrics. */
+  metrics: string;
+  /** Node data dir (absolute). */
+  dataDir: string;
+  /** Daemon pid (as started by dvs up). */
+  pid: number;
+}

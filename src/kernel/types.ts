@@ -127,7 +127,16 @@ export type ProcEvent =
 export type NodeFrame =
   /** A message from `src` (on the sending node) to `dst` (on the receiving node). `op` identifies the
    *  sender's pending operation (0 for post). */
-  | { t: 'msg'; dc: DcId; src: Endpoint; dst: Endpoint; kind: 'send' | 'request' | 'post'; op: number; type: number; payload: Uint8Array }
+  | {
+      t: 'msg';
+      dc: DcId;
+      src: Endpoint;
+      dst: Endpoint;
+      kind: 'send' | 'request' | 'post';
+      op: number;
+      type: number;
+      payload: Uint8Array;
+    }
   /** Outcome of operation `op` of `dst` (the original sender) at `src` (the original destination).
    *  `code` null = taken by the receiver. For EMOVED, `node` is the endpoint's new location. */
   | { t: 'ack'; dc: DcId; src: Endpoint; dst: Endpoint; op: number; code: ErrorCode | null; node?: NodeId }
@@ -155,6 +164,9 @@ export const CONTROL_FRAME_TYPES = [
   'copyData',
   'copyAck',
   'copyDone',
+  // Added with the kernel (src/kernel/frames.ts documents every control frame):
+  'copyAbort',
+  'postFail',
 ] as const;
 export type ControlFrameType = (typeof CONTROL_FRAME_TYPES)[number];
 

@@ -1,0 +1,63 @@
+/** `dvs node start`: one node daemon in the foreground until SIGINT/SIGTERM. */
+import type { NodeOptions } from '../../node/options.js';
+import type { PeerConfig } from '../../protocol/admin.js';
+import type { Ctx } from '../context.js';
+import { interruptSignal } from '../context.js';
+
+export interface NodeStartOptions {
+  nodeId: number;
+  listen: string;
+  socket: string;
+  data: string;
+  name?: string;
+  peers?: PeerConfig[];
+  metrics?: string;
+  heartbeatMs?: number;
+  deadAfterMs?: number;
+  logLevel?: string;
+  logFile?: string;
+}
+
+/** Builds the daemon's options from the command line (pure; exported for tests). */
+export function nodeOptionsOf(o: NodeStartOptions): NodeOptions {
+  return {
+    nodeId: o.nodeId,
+    listen: o.listen,
+    socket: o.socket,
+    dataDir: o.data,
+    // A node never links to itself, even if the shared --peers list names it.
+    peers: (o.peers ?? []).filter((p) => p.id !== o.nodeId),
+    ...(o.name !== undefined ? { name: o.name } : {}),
+    ...(o.metrics !== undefined ? { metrics: o.metrics } : {}),
+    ...(o.heartbeatMs !== undefined ? { heartbeatMs: o.heartbeatMs } : {}),
+    ...(o.deadAfterMs !== undefined ? { deadAfterMs: o.deadAfterMs } : {}),
+    ...(o.logLevel !== undefined ? { logLevel: o.logLevel } : {}),
+    ...(o.logFile !== undefined ? { logFile: o.logFile } : {}),
+  };
+}
+
+export async function nodeStart(ctx: Ctx, o: NodeStartOptions): Promise<number> {
+  // Installed before start so a signal during start-up still stops the daemon cleanly.
+  const interrupt = interruptSignal();
+  try {
+    // Loaded on demand: other commands should not pay for the daemon's imports.
+    const { startNode } = await import('../../node/daemon.js');
+    const daemon = await startNode(nodeOptionsOf(o));
+    ctx.out.note(
+      `dvs node ${o.nodeId} running (pid ${process.pid}); links on ${o.listen}, socket ${o.socket}`,
+    );
+    await new Promise<void>((resolve) => {
+      if (interrupt.signal.aborted) resolve();
+      interrupt.signal.addEventListener('abort', () => resolve(), { once: true });
+      // node.shutdown from the admin socket stops the daemon from inside: leave when it has.
+      void daemon.stopped.then(resolve, resolve);
+    });
+    await daemon.stop();
+    // Safety net: a handle someone forgot to close must not keep a stopped daemon alive (dvs down would
+    // have to SIGKILL it). Unref'd, so a clean exit is not delayed.
+    setTimeout(() => process.exit(0), 2000).unref();
+    return 0;
+  } finally {
+    interrupt.dispose();
+  }
+}

@@ -1,0 +1,218 @@
+/** `dvs run`, `dvs logs`, `dvs kill` and `dvs ep ls`: processes and endpoints of a DC. */
+import { ANY, type DcConfig, type EndpointInfo } from '../../kernel/types.js';
+import type { ClusterNode } from '../../node/options.js';
+import type { ProcessInfo } from '../../protocol/admin.js';
+import { dvsError } from '../../protocol/errors.js';
+import { type ClusterFileOnDisk, callEach, callNode, nodeById, requireCluster, sleep } from '../cluster.js';
+import { type Ctx, interruptSignal } from '../context.js';
+import { exitCodeOf } from '../parse.js';
+import { findDc } from './dc.js';
+
+const POLL_MS = 100;
+const LOG_CHUNK = 256 * 1024;
+
+export interface RunOptions {
+  dc: string | number;
+  ep: number;
+  node?: number;
+  name?: string;
+  json: boolean;
+  wait: boolean;
+}
+
+export async function run(ctx: Ctx, cmd: string[], opts: RunOptions): Promise<number> {
+  if (cmd.length === 0)
+    throw dvsError('EINVAL', 'no command given (put it after --, e.g. dvs run ... -- node app.js)');
+  const cluster = await requireCluster(ctx.dir());
+  const dc = await findDc(cluster, opts.dc);
+  const nodeId = opts.node ?? Math.min(...dc.nodes);
+  if (!dc.nodes.includes(nodeId)) {
+    throw dvsError(
+      'EINVAL',
+      `DC '${dc.name}' does not span node ${nodeId} (its nodes: ${dc.nodes.join(',')})`,
+    );
+  }
+  const node = nodeById(cluster, nodeId);
+  const info = await callNode(
+    node,
+    'proc.run',
+    { dc: dc.id, ep: opts.ep, cmd, cwd: ctx.out.io.cwd, ...(opts.name ? { name: opts.name } : {}) },
+    15_000,
+  );
+  if (opts.json && !opts.wait)
+    ctx.out.json({ dc: dc.name, dcId: dc.id, ep: info.ep, node: info.node, pid: info.pid });
+  else if (!opts.wait) {
+    ctx.out.line(
+      `started '${info.name}' at endpoint ${info.ep} of DC '${dc.name}' on node ${info.node} (pid ${info.pid})`,
+    );
+  }
+  if (!opts.wait) return 0;
+  const exit = await streamLog(ctx, node, dc, info.ep, true);
+  if (exit === undefined) return 130;
+  if (opts.json)
+    ctx.out.json({ dc: dc.name, dcId: dc.id, ep: info.ep, node: info.node, pid: info.pid, exit: exit.exit });
+  return exitCodeOf(exit.exit);
+}
+
+/**
+ * Copies the process log to stdout from the start; with `follow`, until the process exits. Returns the
+ * process at the end (undefined if the user interrupted).
+ */
+async function streamLog(
+  ctx: Ctx,
+  node: ClusterNode,
+  dc: DcConfig,
+  ep: number,
+  follow: boolean,
+): Promise<ProcessInfo | undefined> {
+  const interrupt = follow ? interruptSignal() : undefined;
+  try {
+    let offset = 0;
+    for (;;) {
+      if (interrupt?.signal.aborted) return undefined;
+      const chunk = await callNode(node, 'logs.read', { dc: dc.id, ep, offset, max: LOG_CHUNK });
+      if (chunk.data.length > 0) ctx.out.raw(chunk.data);
+      offset = chunk.offset;
+      if (chunk.data.length === LOG_CHUNK) continue;
+      // `running` was sampled before the read: false means everything has been read.
+      if (!follow || !chunk.running) break;
+      await sleep(POLL_MS, interrupt?.signal);
+    }
+    return await callNode(node, 'proc.wait', { dc: dc.id, ep, timeoutMs: 0 });
+  } finally {
+    interrupt?.dispose();
+  }
+}
+
+/** The node that ran (or runs) endpoint `ep` of `dc`: the latest start wins. */
+async function findProcess(
+  cluster: ClusterFileOnDisk,
+  dc: DcConfig,
+  ep: number,
+): Promise<{ node: ClusterNode; info: ProcessInfo }> {
+  const holders = cluster.nodes.filter((n) => dc.nodes.includes(n.id));
+  const answers = await callEach(holders, 'proc.list', { dc: dc.id });
+  let best: { node: ClusterNode; info: ProcessInfo } | undefined;
+  for (const a of answers) {
+    if (!a.ok) continue;
+    for (const p of a.value) {
+      if (p.ep !== ep) continue;
+      const better =
+        best === undefined ||
+        (best.info.exit !== null && p.exit === null) ||
+        ((best.info.exit === null) === (p.exit === null) && p.startedAt > best.info.startedAt);
+      if (better) best = { node: a.node, info: p };
+    }
+  }
+  if (best === undefined) {
+    throw dvsError('ENOENT', `no process was started at endpoint ${ep} of DC '${dc.name}' (by dvs run)`);
+  }
+  return best;
+}
+
+export async function logs(
+  ctx: Ctx,
+  opts: { dc: string | number; ep: number; follow: boolean },
+): Promise<number> {
+  const cluster = await requireCluster(ctx.dir());
+  const dc = await findDc(cluster, opts.dc);
+  const { node } = await findProcess(cluster, dc, opts.ep);
+  await streamLog(ctx, node, dc, opts.ep, opts.follow);
+  return 0;
+}
+
+export async function kill(
+  ctx: Ctx,
+  opts: { dc: string | number; ep: number; signal: string; graceMs: number; json: boolean },
+): Promise<number> {
+  const cluster = await requireCluster(ctx.dir());
+  const dc = await findDc(cluster, opts.dc);
+  const { node, info } = await findProcess(cluster, dc, opts.ep);
+  if (info.exit !== null) {
+    throw dvsError('ENOENT', `the process at endpoint ${opts.ep} of DC '${dc.name}' already exited`);
+  }
+  const done = await callNode(
+    node,
+    'proc.kill',
+    { dc: dc.id, ep: opts.ep, signal: opts.signal, graceMs: opts.graceMs },
+    opts.graceMs + 10_000,
+  );
+  if (opts.json) ctx.out.json(done);
+  else {
+    const how =
+      done.exit === null
+        ? 'still running'
+        : done.exit.signal
+          ? `killed by ${done.exit.signal}`
+          : `exit code ${done.exit.code}`;
+    ctx.out.line(`endpoint ${done.ep} of DC '${dc.name}' on node ${done.node} (pid ${done.pid}): ${how}`);
+  }
+  return 0;
+}
+
+/** `dvs ep ls`: every node's own rows (not its remote knowledge), merged. */
+export async function epList(ctx: Ctx, opts: { dc: string | number; json: boolean }): Promise<number> {
+  const cluster = await requireCluster(ctx.dir());
+  const dc = await findDc(cluster, opts.dc);
+  const holders = cluster.nodes.filter((n) => dc.nodes.includes(n.id));
+  const answers = await callEach(holders, 'ep.list', { dc: dc.id });
+  const rows: EndpointInfo[] = [];
+  for (const a of answers) {
+    if (!a.ok) {
+      ctx.out.note(
+        ctx.out.colors.yellow(`warning: node ${a.node.id} is not answering; its endpoints are missing`),
+      );
+      continue;
+    }
+    rows.push(...a.value.filter((r) => r.kind !== 'remote'));
+  }
+  rows.sort((a, b) => a.ep - b.ep || a.node - b.node);
+  if (opts.json) {
+    ctx.out.json({ dc: dc.name, dcId: dc.id, endpoints: rows });
+    return 0;
+  }
+  if (rows.length === 0) {
+    ctx.out.line(`no endpoints bound in DC '${dc.name}'`);
+    return 0;
+  }
+  const peer = (e: number | null) => (e === null ? '-' : e === ANY ? 'ANY' : String(e));
+  ctx.out.table(
+    [
+      'DC',
+      'EP',
+      'NAME',
+      'NODE',
+      'PID',
+      'KIND',
+      'FLAGS',
+      'SENDTO',
+      'GETFROM',
+      'QUEUED',
+      'NTFY',
+      'LSENT',
+      'RSENT',
+      'RECV',
+      'NOTIFIES',
+      'COPY',
+    ],
+    rows.map((r) => [
+      dc.name,
+      r.ep,
+      r.name,
+      r.node,
+      r.pid,
+      r.kind,
+      r.flags.length ? r.flags.join('|') : '-',
+      peer(r.sendTo),
+      peer(r.getFrom),
+      r.queued,
+      r.pendingNotify,
+      r.counters.lclSent,
+      r.counters.rmtSent,
+      r.counters.received,
+      r.counters.notifies,
+      r.counters.copyBytes,
+    ]),
+  );
+  return 0;
+}

@@ -1,0 +1,90 @@
+/** `dvs status`: every node of the cluster and its links. */
+import type { LinkInfo } from '../../protocol/admin.js';
+import { callEach, requireCluster } from '../cluster.js';
+import type { Ctx } from '../context.js';
+import { formatDuration } from '../parse.js';
+
+/** One node in `dvs status --json`. */
+export interface StatusRow {
+  id: number;
+  name: string;
+  /** up: the daemon answers on its socket; down: it does not. */
+  state: 'up' | 'down';
+  address: string;
+  pid: number;
+  uptimeMs: number | null;
+  dcs: number | null;
+  endpoints: number | null;
+  links: LinkInfo[];
+}
+
+export async function status(ctx: Ctx, opts: { json: boolean; timeoutMs: number }): Promise<number> {
+  const cluster = await requireCluster(ctx.dir());
+  const answers = await callEach(cluster.nodes, 'status', {}, opts.timeoutMs);
+  const nodes: StatusRow[] = answers.map((a) =>
+    a.ok
+      ? {
+          id: a.value.id,
+          name: a.value.name,
+          state: 'up',
+          address: a.value.address,
+          pid: a.value.pid,
+          uptimeMs: a.value.uptimeMs,
+          dcs: a.value.dcs,
+          endpoints: a.value.endpoints,
+          links: a.value.links,
+        }
+      : {
+          id: a.node.id,
+          name: a.node.name,
+          state: 'down',
+          address: a.node.address,
+          pid: a.node.pid,
+          uptimeMs: null,
+          dcs: null,
+          endpoints: null,
+          links: [],
+        },
+  );
+  const { out } = ctx;
+  if (opts.json) {
+    out.json({ dir: ctx.dir(), nodes });
+    return 0;
+  }
+  const c = out.colors;
+  out.table(
+    ['NODE', 'NAME', 'STATE', 'ADDRESS', 'PID', 'UPTIME', 'DCS', 'EPS', 'LINKS UP'],
+    nodes.map((n) => [
+      n.id,
+      n.name,
+      n.state === 'up' ? c.green('up') : c.red('down'),
+      n.address,
+      n.pid,
+      n.uptimeMs === null ? '-' : formatDuration(n.uptimeMs),
+      n.dcs ?? '-',
+      n.endpoints ?? '-',
+      n.state === 'up' ? `${n.links.filter((l) => l.state === 'up').length}/${n.links.length}` : '-',
+    ]),
+  );
+  const links = nodes.flatMap((n) => n.links.map((l) => ({ from: n.id, l })));
+  if (links.length > 0) {
+    out.line('');
+    out.table(
+      ['NODE', 'PEER', 'STATE', 'RTT', 'SENT', 'RECV', 'UNACKED', 'RETX', 'DUPS', 'RECONN', 'SINCE'],
+      links.map(({ from, l }) => [
+        from,
+        `${l.node} (${l.address})`,
+        l.state === 'up' ? c.green(l.state) : l.state === 'down' ? c.red(l.state) : c.yellow(l.state),
+        l.rttMs === null ? '-' : `${l.rttMs.toFixed(2)}ms`,
+        l.framesSent,
+        l.framesReceived,
+        l.unacked,
+        l.retransmits,
+        l.duplicates,
+        l.reconnects,
+        formatDuration(l.sinceMs),
+      ]),
+    );
+  }
+  return 0;
+}

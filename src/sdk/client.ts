@@ -1,0 +1,614 @@
+/**
+ * The process-side SDK: one connection to the node daemon per {@link connect}, bound to one endpoint.
+ *
+ * - Calls are matched to RESULT frames by callId. A timeout or an AbortSignal sends CANCEL and then waits
+ *   for the daemon's answer: the kernel is authoritative, so a receive that raced with its timeout settles
+ *   with the message (nothing is lost) and otherwise with ETIMEDOUT / EABORTED.
+ * - Frames produced in one event-loop turn leave in one socket write.
+ * - post() keeps a credit window per destination (size from the DC's postWindow); with credit it costs no
+ *   promise allocation (a shared resolved promise is returned) and its bytes go straight into the batch.
+ * - Receive-ahead: when a receive gets a post, the daemon sends along further messages already queued for
+ *   us (up to {@link RECEIVE_AHEAD}); later receives are served from them without a round trip. Those
+ *   messages count as consumed (their senders got credit back): a process that exits with some of them
+ *   unread loses them, like unread bytes in a socket buffer.
+ *   Notifications raised after a receive-ahead are delivered after the messages it already brought.
+ * - Ordering caveat: a post() waiting for credit is not yet on the wire, so a send() or sendrec() to the same
+ *   destination issued meanwhile overtakes it. Await the post (or flush()) first when that matters.
+ * - Grants stay in this process; the daemon reads and writes them through GRANT_READ / GRANT_WRITE frames,
+ *   served here in the background.
+ */
+import type { Endpoint, GrantAccess, GrantRef, NodeId, Received } from '../kernel/types.js';
+import { ANY, MAX_ENDPOINT } from '../kernel/types.js';
+import type { ErrorCode } from '../protocol/errors.js';
+import { DvsError } from '../protocol/errors.js';
+import type { HelloOkFrame, ProcFrame, ResultFrame } from '../protocol/proc-frames.js';
+import { FLAG_NOWAIT, PROC_OPS } from '../protocol/proc-frames.js';
+import type { ConnectTimeoutOptions } from './conn.js';
+import { ProcConnection } from './conn.js';
+
+/** Options of a blocking call. */
+export interface CallOptions {
+  /** ms; when it passes the call is cancelled (settles ETIMEDOUT unless the daemon completed it first). */
+  timeout?: number;
+  signal?: AbortSignal;
+}
+
+/** Options of {@link connect}. Missing values come from DVS_SOCKET, DVS_DC, DVS_ENDPOINT (set by `dvs run`). */
+export interface ConnectOptions extends ConnectTimeoutOptions {
+  socket?: string;
+  /** DC id or name. */
+  dc?: string | number;
+  endpoint?: number;
+  /** Name to register for the endpoint. */
+  name?: string;
+}
+
+/** A message to send: `payload` defaults to empty. */
+export interface OutMessage {
+  type: number;
+  payload?: Uint8Array;
+}
+
+/** A granted buffer (see {@link Dvk.grant}). */
+export interface Grant {
+  readonly id: number;
+  readonly size: number;
+  /** Withdraw the grant; vcopy through it fails with EFAULT afterwards. */
+  revoke(opts?: CallOptions): Promise<void>;
+}
+
+/** Most messages a receive asks the daemon to send ahead. */
+export const RECEIVE_AHEAD = 512;
+
+const RESOLVED: Promise<void> = Promise.resolve();
+const EMPTY = new Uint8Array(0);
+
+interface Pending {
+  resolve(r: ResultFrame): void;
+  reject(e: DvsError): void;
+  timer: NodeJS.Timeout | undefined;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+  cancelled: boolean;
+}
+
+interface QueuedPost {
+  type: number;
+  payload: Uint8Array;
+  resolve(): void;
+  reject(e: DvsError): void;
+}
+
+interface PostWindow {
+  credit: number;
+  /** Posts waiting for credit, in order (head index avoids O(n) shifts). */
+  queue: QueuedPost[];
+  head: number;
+  /** A failure to report to the next post() to this destination. */
+  error: DvsError | undefined;
+}
+
+interface FlushWaiter {
+  resolve(): void;
+  reject(e: DvsError): void;
+  cleanup(): void;
+}
+
+interface GrantEntry {
+  buf: Uint8Array;
+  read: boolean;
+  write: boolean;
+}
+
+/** Resolve the defaults of {@link connect} from the options and the environment. */
+function resolveTarget(opts: ConnectOptions): { socket: string; dc: string | number; endpoint: number } {
+  const env = process.env;
+  const socket = opts.socket ?? env.DVS_SOCKET;
+  if (!socket) throw new DvsError('EINVAL', 'no daemon socket: pass { socket } or set DVS_SOCKET');
+  let dc: string | number | undefined = opts.dc ?? env.DVS_DC;
+  if (dc === undefined || dc === '') throw new DvsError('EINVAL', 'no DC: pass { dc } or set DVS_DC');
+  if (typeof dc === 'string' && /^\d+$/.test(dc)) dc = Number(dc);
+  let endpoint: number | undefined = opts.endpoint;
+  if (endpoint === undefined && env.DVS_ENDPOINT !== undefined && /^\d+$/.test(env.DVS_ENDPOINT))
+    endpoint = Number(env.DVS_ENDPOINT);
+  if (endpoint === undefined)
+    throw new DvsError('EINVAL', 'no endpoint: pass { endpoint } or set DVS_ENDPOINT');
+  checkEndpoint(endpoint, 'endpoint');
+  return { socket, dc, endpoint };
+}
+
+function checkEndpoint(ep: number, what: string): void {
+  if (!Number.isInteger(ep) || ep < 0 || ep > MAX_ENDPOINT) throw new DvsError('EINVAL', `bad ${what} ${ep}`);
+}
+
+/**
+ * Connect to the node daemon and bind an endpoint.
+ *
+ * @example
+ * const dvk = await connect({ dc: 'web', endpoint: 70 });
+ * const m = await dvk.receive(ANY, { timeout: 1000 });
+ */
+export async function connect(opts: ConnectOptions = {}): Promise<Dvk> {
+  const target = resolveTarget(opts);
+  const timeout = opts.timeout ?? 5000;
+  const deadline = Date.now() + timeout;
+  const conn = await ProcConnection.open(target.socket, {
+    timeout,
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  });
+  try {
+    const ok = await hello(conn, target, opts, Math.max(1, deadline - Date.now()));
+    return new Dvk(conn, ok);
+  } catch (e) {
+    await conn.close();
+    throw e;
+  }
+}
+
+function hello(
+  conn: ProcConnection,
+  target: { dc: string | number; endpoint: number },
+  opts: ConnectOptions,
+  timeout: number,
+): Promise<HelloOkFrame> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => done(new DvsError('ETIMEDOUT', 'no answer to HELLO')), timeout);
+    const onAbort = () => done(new DvsError('EABORTED', 'connect aborted'));
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    const done = (err: DvsError | undefined, ok?: HelloOkFrame) => {
+      clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
+      if (err) reject(err);
+      else resolve(ok!);
+    };
+    conn.bind({
+      frame: (f) => {
+        if (f.op === 'helloOk' && f.callId === 1) done(undefined, f);
+        else if (f.op === 'result' && f.callId === 1 && f.code !== null)
+          done(new DvsError(f.code, f.message));
+        else throw new DvsError('EPROTO', `unexpected ${f.op} before HELLO_OK`);
+      },
+      closed: (err) => done(err),
+    });
+    const f: ProcFrame = {
+      op: 'hello',
+      callId: 1,
+      dc: target.dc,
+      endpoint: target.endpoint,
+      pid: process.pid,
+    };
+    if (opts.name !== undefined) f.name = opts.name;
+    conn.out.frame(f);
+    conn.flushNow();
+  });
+}
+
+/** A process bound to an endpoint of a DC. Create it with {@link connect}. */
+export class Dvk {
+  /** DC id, DC name, endpoint and node we are bound at. */
+  readonly dc: number;
+  readonly dcName: string;
+  readonly endpoint: Endpoint;
+  readonly node: NodeId;
+  /** The DC's largest message payload, bytes. */
+  readonly maxPayload: number;
+  /** The DC's post() window per destination. */
+  readonly postWindow: number;
+
+  private readonly conn: ProcConnection;
+  private readonly calls = new Map<number, Pending>();
+  private nextCallId = 2;
+  private closedErr: DvsError | undefined;
+  /** Receive-ahead messages not yet handed out (head index into the array). */
+  private ahead: Received[] = [];
+  private aheadHead = 0;
+  private readonly windows = new Map<Endpoint, PostWindow>();
+  /** Posts written or queued and not yet credited back. */
+  private outstanding = 0;
+  /** First post failure since the last flush(). */
+  private postError: DvsError | undefined;
+  private flushWaiters: FlushWaiter[] = [];
+  private readonly grants = new Map<number, GrantEntry>();
+  private nextGrant = 1;
+
+  /** @internal use {@link connect}. */
+  constructor(conn: ProcConnection, ok: HelloOkFrame) {
+    this.conn = conn;
+    this.dc = ok.dc;
+    this.dcName = ok.dcName;
+    this.endpoint = ok.endpoint;
+    this.node = ok.node;
+    this.maxPayload = ok.maxPayload;
+    this.postWindow = ok.postWindow;
+    conn.bind({ frame: (f) => this.onFrame(f), closed: (err) => this.onClosed(err) });
+  }
+
+  /** Rendezvous send: resolves when `dst` has taken the message. */
+  async send(dst: Endpoint, msg: OutMessage, opts?: CallOptions): Promise<void> {
+    const payload = this.checkMsg(dst, msg);
+    await this.call((id) => this.conn.out.raw(PROC_OPS.send, 0, 0, id, dst, msg.type, 0, payload), opts);
+  }
+
+  /**
+   * Next message from `src` (or anyone). Pending notifications come first. `timeout: 0` does not wait
+   * (ETIMEDOUT when nothing is there).
+   */
+  async receive(src: Endpoint = ANY, opts?: CallOptions): Promise<Received> {
+    if (src !== ANY) checkEndpoint(src, 'source');
+    const buffered = this.takeAhead(src, false);
+    if (buffered !== undefined) return buffered;
+    const nowait = opts?.timeout === 0;
+    const r = await this.call(
+      (id) =>
+        this.conn.out.raw(PROC_OPS.receive, nowait ? FLAG_NOWAIT : 0, 0, id, src, 0, RECEIVE_AHEAD, EMPTY),
+      nowait ? { ...opts, timeout: undefined } : opts,
+    );
+    return msgOf(r);
+  }
+
+  /** Send a request and wait for the reply from `dst`. */
+  async sendrec(dst: Endpoint, msg: OutMessage, opts?: CallOptions): Promise<Received> {
+    const payload = this.checkMsg(dst, msg);
+    return msgOf(
+      await this.call((id) => this.conn.out.raw(PROC_OPS.sendrec, 0, 0, id, dst, msg.type, 0, payload), opts),
+    );
+  }
+
+  /** Next request (a message sent with sendrec) from anyone. */
+  async receiveRequest(opts?: CallOptions): Promise<Received> {
+    const buffered = this.takeAhead(ANY, true);
+    if (buffered !== undefined) return buffered;
+    const nowait = opts?.timeout === 0;
+    const r = await this.call(
+      (id) => this.conn.out.raw(PROC_OPS.receiveRequest, nowait ? FLAG_NOWAIT : 0, 0, id, 0, 0, 0, EMPTY),
+      nowait ? { ...opts, timeout: undefined } : opts,
+    );
+    return msgOf(r);
+  }
+
+  /** Reply to a client waiting in sendrec (ENOTWAITING if it is not waiting for us). */
+  async reply(dst: Endpoint, msg: OutMessage, opts?: CallOptions): Promise<void> {
+    const payload = this.checkMsg(dst, msg);
+    await this.call((id) => this.conn.out.raw(PROC_OPS.reply, 0, 0, id, dst, msg.type, 0, payload), opts);
+  }
+
+  /** Raise a notification at `dst` (never blocks; coalesced per source). */
+  async notify(dst: Endpoint, opts?: CallOptions): Promise<void> {
+    checkEndpoint(dst, 'destination');
+    await this.call((id) => this.conn.out.raw(PROC_OPS.notify, 0, 0, id, dst, 0, 0, EMPTY), opts);
+  }
+
+  /** Wake `dst` out of receive(ANY) with EWOKENUP. */
+  async wakeup(dst: Endpoint, opts?: CallOptions): Promise<void> {
+    checkEndpoint(dst, 'destination');
+    await this.call((id) => this.conn.out.raw(PROC_OPS.wakeup, 0, 0, id, dst, 0, 0, EMPTY), opts);
+  }
+
+  /**
+   * Asynchronous send. Resolves at once while the destination's window has credit (the payload is copied),
+   * else when credit comes back. Rejects with the error of an earlier failed post to `dst` (reported once).
+   */
+  post(dst: Endpoint, msg: OutMessage): Promise<void> {
+    if (this.closedErr) return Promise.reject(this.closedErr);
+    let w = this.windows.get(dst);
+    if (w === undefined) {
+      checkEndpoint(dst, 'destination');
+      w = { credit: this.postWindow, queue: [], head: 0, error: undefined };
+      this.windows.set(dst, w);
+    }
+    if (w.error !== undefined) {
+      const e = w.error;
+      w.error = undefined;
+      return Promise.reject(e);
+    }
+    const type = msg.type;
+    const payload = msg.payload ?? EMPTY;
+    if (type !== (type | 0))
+      return Promise.reject(new DvsError('EINVAL', `message type ${type} is not an int32`));
+    if (payload.length > this.maxPayload)
+      return Promise.reject(
+        new DvsError('EMSGSIZE', `payload of ${payload.length} bytes > ${this.maxPayload}`),
+      );
+    this.outstanding++;
+    if (w.credit > 0 && w.head === w.queue.length) {
+      w.credit--;
+      this.conn.out.post(dst, type, payload);
+      this.conn.schedule();
+      return RESOLVED;
+    }
+    return new Promise((resolve, reject) => {
+      w.queue.push({ type, payload: payload.slice(), resolve, reject });
+    });
+  }
+
+  /** Resolves when every post so far was consumed (all credits back); rejects with the first post failure. */
+  flush(opts?: CallOptions): Promise<void> {
+    if (this.postError !== undefined) {
+      const e = this.postError;
+      this.postError = undefined;
+      return Promise.reject(e);
+    }
+    if (this.closedErr) return Promise.reject(this.closedErr);
+    if (this.outstanding === 0) return RESOLVED;
+    if (opts?.signal?.aborted) return Promise.reject(new DvsError('EABORTED', 'flush aborted'));
+    return new Promise((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const onAbort = () => settle(new DvsError('EABORTED', 'flush aborted'));
+      const waiter: FlushWaiter = {
+        resolve,
+        reject,
+        cleanup: () => {
+          if (timer) clearTimeout(timer);
+          opts?.signal?.removeEventListener('abort', onAbort);
+        },
+      };
+      const settle = (e: DvsError) => {
+        const i = this.flushWaiters.indexOf(waiter);
+        if (i < 0) return;
+        this.flushWaiters.splice(i, 1);
+        waiter.cleanup();
+        reject(e);
+      };
+      if (opts?.timeout !== undefined)
+        timer = setTimeout(() => settle(new DvsError('ETIMEDOUT', 'flush timed out')), opts.timeout);
+      opts?.signal?.addEventListener('abort', onAbort, { once: true });
+      this.flushWaiters.push(waiter);
+    });
+  }
+
+  /** Grant `buf` for vcopy with the given access. The buffer stays here; the daemon reads/writes it on demand. */
+  async grant(buf: Uint8Array, access: GrantAccess, opts?: CallOptions): Promise<Grant> {
+    if (access !== 'r' && access !== 'w' && access !== 'rw')
+      throw new DvsError('EINVAL', `bad access ${access}`);
+    const id = this.nextGrant++;
+    const read = access !== 'w';
+    const write = access !== 'r';
+    this.grants.set(id, { buf, read, write });
+    try {
+      const flags = (read ? 1 : 0) | (write ? 2 : 0);
+      await this.call(
+        (cid) => this.conn.out.raw(PROC_OPS.grant, flags, 0, cid, buf.length, 0, id, EMPTY),
+        opts,
+      );
+    } catch (e) {
+      this.grants.delete(id);
+      throw e;
+    }
+    return {
+      id,
+      size: buf.length,
+      revoke: async (ropts?: CallOptions) => {
+        await this.call((cid) => this.conn.out.raw(PROC_OPS.revoke, 0, 0, cid, 0, 0, id, EMPTY), ropts);
+        this.grants.delete(id);
+      },
+    };
+  }
+
+  /** Copy `bytes` from one granted region to another (either may be ours, or a third party's if privileged). */
+  async vcopy(src: GrantRef, dst: GrantRef, bytes: number, opts?: CallOptions): Promise<void> {
+    checkEndpoint(src.ep, 'vcopy source endpoint');
+    checkEndpoint(dst.ep, 'vcopy destination endpoint');
+    await this.call((callId) => this.conn.out.frame({ op: 'vcopy', callId, src, dst, bytes }), opts);
+  }
+
+  /** Close the connection: the endpoint is unbound, pending calls reject with ENOTCONN. */
+  async close(): Promise<void> {
+    await this.conn.close();
+  }
+
+  // ------------------------------------------------------------------------------------------------------
+
+  private checkMsg(dst: Endpoint, msg: OutMessage): Uint8Array {
+    checkEndpoint(dst, 'destination');
+    if (msg.type !== (msg.type | 0)) throw new DvsError('EINVAL', `message type ${msg.type} is not an int32`);
+    const payload = msg.payload ?? EMPTY;
+    if (payload.length > this.maxPayload)
+      throw new DvsError('EMSGSIZE', `payload of ${payload.length} bytes > ${this.maxPayload}`, {
+        limit: this.maxPayload,
+      });
+    return payload;
+  }
+
+  /** Issue a call: `write(callId)` appends its frame. Settles with the daemon's RESULT. */
+  private call(write: (callId: number) => void, opts: CallOptions | undefined): Promise<ResultFrame> {
+    if (this.closedErr) return Promise.reject(this.closedErr);
+    const signal = opts?.signal;
+    if (signal?.aborted) return Promise.reject(new DvsError('EABORTED', 'call aborted before it started'));
+    const timeout = opts?.timeout;
+    if (timeout !== undefined && (!Number.isFinite(timeout) || timeout < 0))
+      return Promise.reject(new DvsError('EINVAL', `bad timeout ${timeout}`));
+    const callId = this.allocCallId();
+    write(callId);
+    this.conn.schedule();
+    return new Promise((resolve, reject) => {
+      const p: Pending = { resolve, reject, timer: undefined, signal, onAbort: undefined, cancelled: false };
+      if (timeout !== undefined) p.timer = setTimeout(() => this.cancel(callId, 'ETIMEDOUT'), timeout);
+      if (signal) {
+        p.onAbort = () => this.cancel(callId, 'EABORTED');
+        signal.addEventListener('abort', p.onAbort, { once: true });
+      }
+      this.calls.set(callId, p);
+    });
+  }
+
+  private allocCallId(): number {
+    for (;;) {
+      const id = this.nextCallId;
+      this.nextCallId = id >= 0xffffffff ? 2 : id + 1;
+      if (!this.calls.has(id)) return id;
+    }
+  }
+
+  /** Ask the daemon to cancel; the call settles when its RESULT arrives (the kernel decides the outcome). */
+  private cancel(callId: number, reason: 'ETIMEDOUT' | 'EABORTED'): void {
+    const p = this.calls.get(callId);
+    if (p === undefined || p.cancelled || this.closedErr) return;
+    p.cancelled = true;
+    this.conn.out.frame({ op: 'cancel', callId, reason });
+    this.conn.schedule();
+  }
+
+  private settle(callId: number): Pending | undefined {
+    const p = this.calls.get(callId);
+    if (p === undefined) return undefined;
+    this.calls.delete(callId);
+    if (p.timer) clearTimeout(p.timer);
+    if (p.onAbort) p.signal?.removeEventListener('abort', p.onAbort);
+    return p;
+  }
+
+  private onFrame(f: ProcFrame): void {
+    switch (f.op) {
+      case 'result': {
+        if (f.more) {
+          if (f.msg) this.ahead.push(f.msg);
+          return;
+        }
+        const p = this.settle(f.callId);
+        if (p === undefined) throw new DvsError('EPROTO', `RESULT for unknown call ${f.callId}`);
+        if (f.code === null) p.resolve(f);
+        else p.reject(new DvsError(f.code, f.message));
+        return;
+      }
+      case 'credit':
+        this.credit(f.dst, f.n, undefined);
+        return;
+      case 'postFailed':
+        this.credit(
+          f.dst,
+          f.n,
+          new DvsError(f.code, `post to ${f.dst} failed`, { dst: f.dst, dropped: f.n }),
+        );
+        return;
+      case 'grantRead':
+        this.grantRead(f.xfer, f.grant, f.offset, f.length);
+        return;
+      case 'grantWrite':
+        this.grantWrite(f.xfer, f.grant, f.offset, f.data);
+        return;
+      default:
+        throw new DvsError('EPROTO', `daemon sent process-only op ${f.op}`);
+    }
+  }
+
+  /** `n` posts to `dst` are no longer outstanding (consumed, or failed with `err`). */
+  private credit(dst: Endpoint, n: number, err: DvsError | undefined): void {
+    const w = this.windows.get(dst);
+    if (w === undefined) return;
+    w.credit = Math.min(this.postWindow, w.credit + n);
+    this.outstanding = Math.max(0, this.outstanding - n);
+    if (err !== undefined) {
+      this.postError ??= err;
+      // Queued posts never left: they fail with the same error, and it is reported once.
+      if (w.head < w.queue.length) {
+        const q = w.queue.slice(w.head);
+        w.queue = [];
+        w.head = 0;
+        this.outstanding = Math.max(0, this.outstanding - q.length);
+        for (const item of q) item.reject(err);
+      } else w.error ??= err;
+    }
+    while (w.credit > 0 && w.head < w.queue.length) {
+      const item = w.queue[w.head]!;
+      w.queue[w.head++] = undefined as unknown as QueuedPost;
+      w.credit--;
+      this.conn.out.post(dst, item.type, item.payload);
+      item.resolve();
+    }
+    if (w.head === w.queue.length) {
+      w.queue = [];
+      w.head = 0;
+    } else if (w.head > 1024) {
+      w.queue = w.queue.slice(w.head);
+      w.head = 0;
+    }
+    this.conn.schedule();
+    if (this.flushWaiters.length > 0) {
+      if (this.postError !== undefined) {
+        const e = this.postError;
+        this.postError = undefined;
+        for (const fw of this.flushWaiters.splice(0)) {
+          fw.cleanup();
+          fw.reject(e);
+        }
+      } else if (this.outstanding === 0) {
+        for (const fw of this.flushWaiters.splice(0)) {
+          fw.cleanup();
+          fw.resolve();
+        }
+      }
+    }
+  }
+
+  private grantRead(xfer: number, grant: number, offset: number, length: number): void {
+    const g = this.grants.get(grant);
+    let code: ErrorCode | null = null;
+    if (g === undefined) code = 'ENOENT';
+    else if (!g.read || offset + length > g.buf.length) code = 'EFAULT';
+    if (code !== null || g === undefined) this.conn.out.frame({ op: 'grantData', xfer, code, data: EMPTY });
+    else
+      this.conn.out.frame({
+        op: 'grantData',
+        xfer,
+        code: null,
+        data: g.buf.subarray(offset, offset + length),
+      });
+    this.conn.schedule();
+  }
+
+  private grantWrite(xfer: number, grant: number, offset: number, data: Uint8Array): void {
+    const g = this.grants.get(grant);
+    let code: ErrorCode | null = null;
+    if (g === undefined) code = 'ENOENT';
+    else if (!g.write || offset + data.length > g.buf.length) code = 'EFAULT';
+    else g.buf.set(data, offset);
+    this.conn.out.frame({ op: 'grantWritten', xfer, code });
+    this.conn.schedule();
+  }
+
+  private takeAhead(src: Endpoint, requestOnly: boolean): Received | undefined {
+    const a = this.ahead;
+    if (this.aheadHead === a.length) return undefined;
+    for (let i = this.aheadHead; i < a.length; i++) {
+      const m = a[i]!;
+      if (src !== ANY && m.source !== src) continue;
+      if (requestOnly) {
+        if (m.kind !== 'request') continue;
+        // Per-pair FIFO: a request is not eligible behind an earlier message from the same source.
+        let blocked = false;
+        for (let j = this.aheadHead; j < i; j++) if (a[j]!.source === m.source) blocked = true;
+        if (blocked) continue;
+      }
+      if (i === this.aheadHead) {
+        a[i] = undefined as unknown as Received;
+        this.aheadHead++;
+        if (this.aheadHead === a.length) {
+          this.ahead = [];
+          this.aheadHead = 0;
+        }
+      } else a.splice(i, 1);
+      return m;
+    }
+    return undefined;
+  }
+
+  private onClosed(err: DvsError): void {
+    if (this.closedErr) return;
+    this.closedErr = err;
+    for (const id of [...this.calls.keys()]) this.settle(id)?.reject(err);
+    for (const w of this.windows.values()) {
+      for (let i = w.head; i < w.queue.length; i++) w.queue[i]!.reject(err);
+      w.queue = [];
+      w.head = 0;
+    }
+    for (const fw of this.flushWaiters.splice(0)) {
+      fw.cleanup();
+      fw.reject(err);
+    }
+  }
+}
+
+function msgOf(r: ResultFrame): Received {
+  if (r.msg === undefined) throw new DvsError('EPROTO', 'RESULT without the expected message');
+  return r.msg;
+}

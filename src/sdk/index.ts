@@ -1,0 +1,17 @@
+/**
+ * dvs SDK: what processes import (`import { connect, ANY, DvsError } from 'dvs'`).
+ *
+ * @example
+ * const dvk = await connect();                        // DVS_SOCKET, DVS_DC, DVS_ENDPOINT from `dvs run`
+ * const req = await dvk.receiveRequest();
+ * await dvk.reply(req.source, { type: 0, payload: req.payload });
+ */
+export type { Endpoint, GrantAccess, GrantRef, Message, MsgKind, Received } from '../kernel/types.js';
+export { ANY, DEFAULT_MAX_PAYLOAD, NOTIFY_TYPE } from '../kernel/types.js';
+export type { AdminMethod, AdminMethods } from '../protocol/admin.js';
+export type { ErrorCode, WireError } from '../protocol/errors.js';
+export { DvsError, ERROR_CODES } from '../protocol/errors.js';
+export { AdminClient } from './admin.js';
+export type { CallOptions, ConnectOptions, Grant, OutMessage } from './client.js';
+export { connect, Dvk, RECEIVE_AHEAD } from './client.js';
+export type { ConnectTimeoutOptions } from './conn.js';

@@ -1,0 +1,213 @@
+/**
+ * Integration harness: N real node daemons as separate OS processes on loopback, started through the
+ * built CLI (`node bin/dvs.js node start ...`, so `npm run build` must have run: scripts/test.sh does).
+ *
+ * Every daemon is killed by PID in stop(), even when a test failed half-way; the temp dir goes with it.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { DcConfig } from '../../src/kernel/types.js';
+import type { AdminMethod, AdminMethods, NodeStatus } from '../../src/protocol/admin.js';
+import { AdminClient } from '../../src/sdk/admin.js';
+
+export const REPO = resolve(import.meta.dirname, '../..');
+const CLI = join(REPO, 'bin/dvs.js');
+
+export interface TestNode {
+  id: number;
+  socket: string;
+  address: string;
+  dataDir: string;
+  proc: ChildProcess | undefined;
+}
+
+export interface ClusterOptions {
+  nodes?: number;
+  heartbeatMs?: number;
+  deadAfterMs?: number;
+}
+
+/** Free loopback TCP ports (bound and released: a tiny race, acceptable on a test machine). */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<net.Server>((ok, fail) => {
+          const s = net.createServer();
+          s.once('error', fail);
+          s.listen(0, '127.0.0.1', () => ok(s));
+        }),
+    ),
+  );
+  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
+  await Promise.all(servers.map((s) => new Promise((ok) => s.close(ok))));
+  return ports;
+}
+
+/** Poll `fn` until it returns a truthy value or `timeoutMs` passes (then throw with the last error). */
+export async function check<T>(fn: () => Promise<T> | T, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+export class TestCluster {
+  readonly nodes: TestNode[] = [];
+  private constructor(
+    readonly dir: string,
+    private readonly opts: Required<ClusterOptions>,
+  ) {}
+
+  static async start(opts: ClusterOptions = {}): Promise<TestCluster> {
+    const o = { nodes: 3, heartbeatMs: 100, deadAfterMs: 1000, ...opts };
+    const dir = await mkdtemp(join(tmpdir(), 'dvs-it-'));
+    const c = new TestCluster(dir, o);
+    const ports = await freePorts(o.nodes);
+    for (let i = 0; i < o.nodes; i++) {
+      c.nodes.push({
+        id: i,
+        socket: join(dir, `node${i}`, 'dvk.sock'),
+        address: `127.0.0.1:${ports[i]}`,
+        dataDir: join(dir, `node${i}`),
+        proc: undefined,
+      });
+    }
+    try {
+      for (const n of c.nodes) c.spawnNode(n);
+      await c.waitLinks();
+    } catch (e) {
+      await c.stop();
+      throw e;
+    }
+    return c;
+  }
+
+  private spawnNode(n: TestNode): void {
+    const peers = this.nodes.map((p) => `${p.id}=${p.address}`).join(',');
+    const args = [
+      CLI,
+      'node',
+      'start',
+      '--node-id',
+      String(n.id),
+      '--listen',
+      n.address,
+      '--socket',
+      n.socket,
+      '--data',
+      n.dataDir,
+      '--peers',
+      peers,
+      '--heartbeat-ms',
+      String(this.opts.heartbeatMs),
+      '--dead-after-ms',
+      String(this.opts.deadAfterMs),
+      '--log-file',
+      join(n.dataDir, 'daemon.log'),
+      '--log-level',
+      'debug',
+    ];
+    n.proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    n.proc.stderr?.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
+    n.proc.once('exit', (code, sig) => {
+      if (code !== 0 && sig === null && err) process.stderr.write(`[node${n.id} exited ${code}] ${err}\n`);
+    });
+  }
+
+  /** Admin call on node `i` (a fresh connection each time: simple and robust across restarts). */
+  async admin<M extends AdminMethod>(i: number, method: M, params: AdminMethods[M]['params']) {
+    const c = await AdminClient.connect(this.nodes[i]!.socket, { timeout: 2000 });
+    try {
+      return await c.call(method, params, { timeout: 10_000 });
+    } finally {
+      await c.close();
+    }
+  }
+
+  async status(i: number): Promise<NodeStatus> {
+    return this.admin(i, 'status', {});
+  }
+
+  /** Wait until every live node sees every other live node's link up. */
+  async waitLinks(timeoutMs = 15_000): Promise<void> {
+    const live = this.nodes.filter((n) => n.proc && n.proc.exitCode === null && n.proc.signalCode === null);
+    await check(
+      async () => {
+        for (const n of live) {
+          const st = await this.status(n.id);
+          for (const p of live) {
+            if (p.id === n.id) continue;
+            if (st.links.find((l) => l.node === p.id)?.state !== 'up') return false;
+          }
+        }
+        return true;
+      },
+      timeoutMs,
+      'all links up',
+    );
+  }
+
+  /** Create a DC on every node it spans (as the CLI does). */
+  async createDc(cfg: Partial<DcConfig> & { id: number; name: string }): Promise<DcConfig> {
+    const full: DcConfig = {
+      nodes: this.nodes.map((n) => n.id),
+      maxPayload: 4096,
+      sysEndpoints: 64,
+      postWindow: 1024,
+      ...cfg,
+    };
+    for (const id of full.nodes) await this.admin(id, 'dc.create', { config: full });
+    return full;
+  }
+
+  /** kill -9 the daemon of node `i`. */
+  async killNode(i: number): Promise<void> {
+    const p = this.nodes[i]!.proc;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    const exited = new Promise((r) => p.once('exit', r));
+    p.kill('SIGKILL');
+    await exited;
+  }
+
+  /** Start node `i` again (a new incarnation). */
+  restartNode(i: number): void {
+    this.spawnNode(this.nodes[i]!);
+  }
+
+  /** The node's log, for failure messages. */
+  async log(i: number): Promise<string> {
+    return readFile(join(this.nodes[i]!.dataDir, 'daemon.log'), 'utf8').catch(() => '');
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(
+      this.nodes.map(async (n) => {
+        const p = n.proc;
+        if (!p || p.exitCode !== null || p.signalCode !== null) return;
+        const exited = new Promise((r) => p.once('exit', r));
+        p.kill('SIGTERM');
+        const t = setTimeout(() => p.kill('SIGKILL'), 3000);
+        await exited;
+        clearTimeout(t);
+      }),
+    );
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}

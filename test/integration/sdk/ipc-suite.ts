@@ -1,0 +1,320 @@
+/**
+ * SDK <-> LocalServer <-> kernel over a real Unix socket: the same suite runs against the fake kernel and the
+ * real one (each test file picks the kernel).
+ */
+import assert from 'node:assert/strict';
+import { createConnection } from 'node:net';
+import { afterEach, beforeEach, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Dvk } from '../../../src/sdk/index.js';
+import { AdminClient, ANY, connect, DvsError, NOTIFY_TYPE } from '../../../src/sdk/index.js';
+import type { KernelFactory, TestNode } from './harness.js';
+import { DC, startNode } from './harness.js';
+
+export function rejectsWith(code: string) {
+  return (e: unknown) => {
+    assert.ok(e instanceof DvsError, `expected DvsError ${code}, got ${String(e)}`);
+    assert.equal(e.code, code, `expected ${code}, got ${e.code}: ${e.message}`);
+    return true;
+  };
+}
+
+export function ipcSuite(kernelName: string, makeKernel: KernelFactory): void {
+  describe(`sdk over local socket (${kernelName} kernel)`, () => {
+    let node: TestNode;
+    const clients: Dvk[] = [];
+    const admins: AdminClient[] = [];
+
+    async function client(endpoint: number): Promise<Dvk> {
+      const c = await connect({ socket: node.socket, dc: DC.name, endpoint, timeout: 2000 });
+      clients.push(c);
+      return c;
+    }
+
+    beforeEach(async () => {
+      node = await startNode(makeKernel);
+    });
+    afterEach(async () => {
+      for (const c of clients.splice(0)) await c.close();
+      for (const a of admins.splice(0)) await a.close();
+      await node.stop();
+    });
+
+    test('connect reports where we are bound', async () => {
+      const a = await client(100);
+      assert.equal(a.dc, DC.id);
+      assert.equal(a.dcName, DC.name);
+      assert.equal(a.endpoint, 100);
+      assert.equal(a.node, 1);
+      assert.equal(a.postWindow, DC.postWindow);
+      const byId = await connect({ socket: node.socket, dc: DC.id, endpoint: 101 });
+      clients.push(byId);
+      assert.equal(byId.dcName, DC.name);
+    });
+
+    test('connect takes its defaults from DVS_SOCKET, DVS_DC and DVS_ENDPOINT', async () => {
+      const saved = { ...process.env };
+      process.env.DVS_SOCKET = node.socket;
+      process.env.DVS_DC = String(DC.id);
+      process.env.DVS_ENDPOINT = '102';
+      try {
+        const c = await connect();
+        clients.push(c);
+        assert.equal(c.endpoint, 102);
+        assert.equal(c.dc, DC.id);
+      } finally {
+        process.env = saved;
+      }
+    });
+
+    test('connect errors: unknown DC, endpoint taken, nobody listening, nothing configured', async () => {
+      await assert.rejects(
+        connect({ socket: node.socket, dc: 'nope', endpoint: 100 }),
+        rejectsWith('ENOENT'),
+      );
+      await client(100);
+      await assert.rejects(
+        connect({ socket: node.socket, dc: DC.name, endpoint: 100 }),
+        rejectsWith('EBOUND'),
+      );
+      await assert.rejects(
+        connect({ socket: `${node.socket}.missing`, dc: DC.name, endpoint: 5 }),
+        rejectsWith('ENOTCONN'),
+      );
+      const saved = { ...process.env };
+      delete process.env.DVS_SOCKET;
+      try {
+        await assert.rejects(connect({ dc: DC.name, endpoint: 5 }), rejectsWith('EINVAL'));
+      } finally {
+        process.env = saved;
+      }
+    });
+
+    test('send is a rendezvous: it resolves once the receiver took the message', async () => {
+      const a = await client(100);
+      const b = await client(101);
+      let sent = false;
+      const p = a.send(101, { type: 42, payload: Buffer.from('hi') }).then(() => {
+        sent = true;
+      });
+      await sleep(20);
+      assert.equal(sent, false);
+      const m = await b.receive(ANY);
+      assert.equal(m.source, 100);
+      assert.equal(m.type, 42);
+      assert.equal(m.kind, 'send');
+      assert.equal(Buffer.from(m.payload).toString(), 'hi');
+      await p;
+      assert.equal(sent, true);
+    });
+
+    test('sendrec / receiveRequest / reply', async () => {
+      const server = await client(100);
+      const c1 = await client(101);
+      const serve = (async () => {
+        for (let i = 0; i < 3; i++) {
+          const q = await server.receiveRequest({ timeout: 2000 });
+          assert.equal(q.kind, 'request');
+          await server.reply(q.source, { type: q.type + 1, payload: q.payload });
+        }
+      })();
+      for (let i = 0; i < 3; i++) {
+        const r = await c1.sendrec(100, { type: i, payload: Uint8Array.of(i) }, { timeout: 2000 });
+        assert.equal(r.source, 100);
+        assert.equal(r.type, i + 1);
+        assert.deepEqual([...r.payload], [i]);
+      }
+      await serve;
+      await assert.rejects(server.reply(101, { type: 0 }), rejectsWith('ENOTWAITING'));
+    });
+
+    test('notify is delivered as a notification with a timestamp', async () => {
+      const a = await client(10);
+      const b = await client(11);
+      const before = Date.now();
+      await a.notify(11);
+      await a.notify(11); // coalesced
+      const m = await b.receive(ANY, { timeout: 1000 });
+      assert.equal(m.kind, 'notify');
+      assert.equal(m.source, 10);
+      assert.equal(m.type, NOTIFY_TYPE);
+      assert.ok(typeof m.timestamp === 'number' && m.timestamp >= before - 1000);
+      await assert.rejects(b.receive(ANY, { timeout: 0 }), rejectsWith('ETIMEDOUT'));
+    });
+
+    test('wakeup makes receive(ANY) fail with EWOKENUP', async () => {
+      const a = await client(100);
+      const b = await client(101);
+      const woken = assert.rejects(b.receive(ANY, { timeout: 2000 }), rejectsWith('EWOKENUP'));
+      await sleep(10);
+      await a.wakeup(101);
+      await woken;
+    });
+
+    test('post + flush: 100k messages arrive once, in order', async () => {
+      const a = await client(100);
+      const b = await client(101);
+      const N = 100_000;
+      const receiver = (async () => {
+        for (let i = 0; i < N; i++) {
+          const m = await b.receive(100, { timeout: 5000 });
+          assert.equal(m.kind, 'post');
+          const v = Buffer.from(m.payload.buffer, m.payload.byteOffset, m.payload.length).readUInt32LE(0);
+          if (v !== i) assert.fail(`message ${i} carried ${v}`);
+        }
+      })();
+      const payload = Buffer.alloc(16);
+      for (let i = 0; i < N; i++) {
+        payload.writeUInt32LE(i, 0);
+        await a.post(101, { type: 1, payload });
+      }
+      await a.flush({ timeout: 10_000 });
+      await receiver;
+      await assert.rejects(b.receive(ANY, { timeout: 0 }), rejectsWith('ETIMEDOUT'));
+    });
+
+    test('post to an unbound endpoint: the next post and flush report the failure', async () => {
+      const a = await client(100);
+      await a.post(555, { type: 1 });
+      await assert.rejects(a.flush({ timeout: 2000 }), rejectsWith('ENOTBOUND'));
+      await assert.rejects(a.post(555, { type: 1 }), rejectsWith('ENOTBOUND'));
+      await a.flush({ timeout: 1000 });
+    });
+
+    test('grant + vcopy copies between two processes', async () => {
+      const a = await client(100);
+      const b = await client(101);
+      const src = Buffer.alloc(200_000);
+      for (let i = 0; i < src.length; i++) src[i] = (i * 7) & 0xff;
+      const dst = Buffer.alloc(200_100);
+      const ga = await a.grant(src, 'r');
+      const gb = await b.grant(dst, 'w');
+      assert.equal(ga.size, src.length);
+      await a.vcopy(
+        { ep: 100, grant: ga.id, offset: 0 },
+        { ep: 101, grant: gb.id, offset: 100 },
+        src.length,
+        {
+          timeout: 5000,
+        },
+      );
+      assert.ok(dst.subarray(100).equals(src));
+      assert.ok(dst.subarray(0, 100).equals(Buffer.alloc(100)));
+      // Out of range and write into a read-only grant fail with EFAULT.
+      await assert.rejects(
+        a.vcopy({ ep: 100, grant: ga.id, offset: 1 }, { ep: 101, grant: gb.id, offset: 0 }, src.length),
+        rejectsWith('EFAULT'),
+      );
+      await assert.rejects(
+        b.vcopy({ ep: 101, grant: gb.id, offset: 0 }, { ep: 100, grant: ga.id, offset: 0 }, 10),
+        rejectsWith('EFAULT'),
+      );
+      await ga.revoke();
+      await gb.revoke();
+    });
+
+    test('receive timeout 50 ms -> ETIMEDOUT; timeout 0 does not wait', async () => {
+      const b = await client(101);
+      await assert.rejects(b.receive(ANY, { timeout: 50 }), rejectsWith('ETIMEDOUT'));
+      await assert.rejects(b.receive(ANY, { timeout: 0 }), rejectsWith('ETIMEDOUT'));
+      // The session is still usable afterwards.
+      const a = await client(100);
+      const p = b.receive(100, { timeout: 2000 });
+      await a.send(101, { type: 3 }, { timeout: 2000 });
+      assert.equal((await p).type, 3);
+    });
+
+    test('AbortSignal cancels a blocked call with EABORTED', async () => {
+      const b = await client(101);
+      const ac = new AbortController();
+      const p = b.receive(ANY, { signal: ac.signal });
+      setTimeout(() => ac.abort(), 20);
+      await assert.rejects(p, rejectsWith('EABORTED'));
+      await assert.rejects(b.receive(ANY, { signal: AbortSignal.abort() }), rejectsWith('EABORTED'));
+      // A send that nobody takes is withdrawn by its timeout.
+      await client(100);
+      await assert.rejects(b.send(100, { type: 1 }, { timeout: 30 }), rejectsWith('ETIMEDOUT'));
+    });
+
+    test('a client that closes mid-call: its pending call rejects ENOTCONN, peers see it gone', async () => {
+      const a = await client(100);
+      const b = await client(101);
+      const pending = a.receive(ANY);
+      const requester = b.sendrec(100, { type: 1 }, { timeout: 2000 });
+      const got = await pending;
+      assert.equal(got.kind, 'request');
+      const stuck = assert.rejects(a.receive(ANY), rejectsWith('ENOTCONN'));
+      await a.close();
+      await stuck;
+      await assert.rejects(a.send(101, { type: 1 }), rejectsWith('ENOTCONN'));
+      // b waited for a reply from the dead server.
+      await assert.rejects(requester, rejectsWith('ESRCDIED'));
+      await assert.rejects(b.send(100, { type: 1 }, { timeout: 2000 }), rejectsWith('ENOTBOUND'));
+      // The endpoint is free again.
+      const again = await client(100);
+      assert.equal(again.endpoint, 100);
+    });
+
+    test('daemon stop: pending calls reject with ENOTCONN', async () => {
+      const b = await client(101);
+      const p = assert.rejects(b.receive(ANY), rejectsWith('ENOTCONN'));
+      await node.server.stop();
+      await p;
+    });
+
+    test('garbage on one socket closes only that session', async () => {
+      const a = await client(100);
+      const b = await client(101);
+      const raw = createConnection(node.socket);
+      await new Promise<void>((resolve) => raw.once('connect', () => resolve()));
+      const closed = new Promise<void>((resolve) => raw.once('close', () => resolve()));
+      raw.on('error', () => undefined);
+      raw.write(Buffer.from([5, 0, 0, 0, 0xff, 1, 2, 3, 4]));
+      await closed;
+      // An oversized length prefix is rejected too.
+      const raw2 = createConnection(node.socket);
+      raw2.on('error', () => undefined);
+      const closed2 = new Promise<void>((resolve) => raw2.once('close', () => resolve()));
+      raw2.write(Buffer.from([0xff, 0xff, 0xff, 0x7f]));
+      await closed2;
+      const warns = node.logs.filter((l) => l.level === 40 && /protocol error/.test(l.msg));
+      assert.equal(warns.length, 2);
+      const p = b.receive(100, { timeout: 2000 });
+      await a.send(101, { type: 9 }, { timeout: 2000 });
+      assert.equal((await p).type, 9);
+    });
+
+    test('admin calls: results, DvsError codes, timeouts', async () => {
+      const admin = await AdminClient.connect(node.socket, { timeout: 2000 });
+      admins.push(admin);
+      const st = (await admin.call('status', {}, { timeout: 2000 })) as unknown as { method: string };
+      assert.equal(st.method, 'status');
+      assert.deepEqual(node.adminCalls[0], { method: 'status', params: {} });
+      await assert.rejects(
+        admin.call('dc.remove', { dc: 'x' }, { timeout: 2000 }),
+        (e: unknown) => e instanceof DvsError && e.code === 'ENOTSUP',
+      );
+      await assert.rejects(
+        (admin.call as (m: string, p: unknown) => Promise<unknown>)('fail', {}),
+        (e: unknown) => e instanceof DvsError && e.code === 'EPERM' && e.details?.why === 'test',
+      );
+      await assert.rejects(
+        (admin.call as (m: string, p: unknown) => Promise<unknown>)('boom', {}),
+        rejectsWith('EINTERNAL'),
+      );
+      await assert.rejects(
+        (admin.call as (m: string, p: unknown, o: unknown) => Promise<unknown>)('slow', {}, { timeout: 30 }),
+        rejectsWith('ETIMEDOUT'),
+      );
+      // The connection still works after a local timeout.
+      assert.ok(await admin.call('status', {}, { timeout: 2000 }));
+    });
+
+    test('admin connection to a missing socket fails with ENOTCONN', async () => {
+      await assert.rejects(
+        AdminClient.connect(`${node.socket}.nope`, { timeout: 500 }),
+        rejectsWith('ENOTCONN'),
+      );
+    });
+  });
+}

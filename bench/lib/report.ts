@@ -15,7 +15,7 @@ export interface CaseResult {
   work?: number;
   /** Figure of each round (null = no figure that round). */
   rounds: Array<number | null>;
-  /** Secondary figures of each round (p50, p99 for latencies). */
+  /** Secondary figures of each round: elapsedMs, and p50 / p99 (µs) for latencies. */
   extras: Array<Record<string, number> | null>;
   errors: string[];
   summary: Summary | null;

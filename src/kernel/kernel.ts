@@ -676,6 +676,27 @@ export class Kernel implements KernelApi {
     e.recv = call;
   }
 
+  receiveAhead(_now: number, procId: ProcId, src: Endpoint, limit: number): Received[] {
+    const p = this.procs.get(procId);
+    const e = p?.ep;
+    const out: Received[] = [];
+    if (p === undefined || e === undefined || e === null || e.kind === 'backup' || p.blocked !== null)
+      return out;
+    if (src !== ANY && (!isEp(src) || src === e.ep)) return out;
+    while (out.length < limit) {
+      // Notifications and wake-ups go first: stop so the next real receive sees them.
+      if (e.wokenUp && src === ANY) break;
+      if (e.notes !== null && (src === ANY ? e.notes.size > 0 : e.notes.has(src))) break;
+      const m = e.inbox.first(src, ANY);
+      // Only posts: a send or request taken ahead would complete its sender's rendezvous before the
+      // application received it (and be lost if the process died first).
+      if (m === undefined || m.kind !== 'post') break;
+      e.inbox.remove(m);
+      out.push(this.take(e, m));
+    }
+    return out;
+  }
+
   private doReply(p: Proc, e: Ep, callId: CallId, dst: Endpoint, type: number, payload: Uint8Array): void {
     const dc = e.dc;
     if (!isEp(dst)) {

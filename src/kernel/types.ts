@@ -260,6 +260,14 @@ export interface KernelApi {
   cancel(now: number, proc: ProcId, callId: CallId, reason: 'ETIMEDOUT' | 'EABORTED'): void;
   /** post(): asynchronous send; failures come back as ProcEvent `postFailed`, consumption as `credit`. */
   post(now: number, proc: ProcId, dst: Endpoint, type: number, payload: Uint8Array): void;
+  /**
+   * Receive-ahead (the post() fast path): take up to `limit` more posts matching `src` (or ANY) from the head
+   * of the endpoint's inbox, stopping at the first pending notification, wake-up, or message that is not a
+   * post. Each counts as received (credits go back to its sender). Returns nothing while the session has a
+   * blocking call pending. Sends and requests are never taken ahead: their rendezvous completes only when the
+   * application receives them.
+   */
+  receiveAhead(now: number, proc: ProcId, src: Endpoint, limit: number): Received[];
   /** Answer to a `grantRead` event: the bytes, or an error code. */
   grantData(now: number, proc: ProcId, xfer: number, data: Uint8Array | ErrorCode): void;
   /** Answer to a `grantWrite` event. */

@@ -72,11 +72,6 @@ class Session implements PostSink {
   aheadCall: AheadTask | undefined;
   /** Receive-ahead to run at the next flush. */
   aheadTodo: AheadTask | undefined;
-  /** While a receive-ahead call runs: its callId, and the result the kernel completed it with. */
-  aheadRunning = -1;
-  aheadResult: CallResult | undefined;
-  /** A receive-ahead call that did not complete synchronously and was cancelled. */
-  aheadStray = -1;
 
   constructor(
     readonly id: ProcId,
@@ -159,16 +154,6 @@ export class LocalServer {
   complete(proc: ProcId, callId: CallId, result: CallResult): void {
     const s = this.sessions.get(proc);
     if (s === undefined || s.closed) return;
-    if (s.aheadRunning === callId) {
-      s.aheadResult = result;
-      return;
-    }
-    if (s.aheadStray === callId) {
-      // A receive-ahead that completed late: a message is still the process's, an error is nothing to report.
-      s.aheadStray = -1;
-      if (result.ok && result.msg) this.markDirty(s).out.result(callId, null, undefined, result.msg, true);
-      return;
-    }
     const ahead = s.aheadCall;
     if (ahead !== undefined && ahead.callId === callId) {
       s.aheadCall = undefined;
@@ -437,32 +422,13 @@ export class LocalServer {
     }
   };
 
-  /** Take up to `limit` more already-queued messages for a receiver whose receive just got a post. */
+  /** Take up to `limit` more posts already queued for a receiver whose receive just got a post. */
   private receiveAhead(s: Session): void {
     const task = s.aheadTodo!;
     s.aheadTodo = undefined;
-    const k = this.opts.kernel;
-    const now = this.now();
-    for (let i = 0; i < task.limit && s.attached; i++) {
-      s.aheadRunning = task.callId;
-      s.aheadResult = undefined;
-      try {
-        k.call(now, s.id, task.callId, { op: 'receive', src: task.src, nowait: true });
-      } catch {
-        s.aheadRunning = -1;
-        return;
-      }
-      s.aheadRunning = -1;
-      const r = s.aheadResult as CallResult | undefined;
-      if (r === undefined) {
-        // Not answered at once (should not happen for nowait): cancel; a late message is still delivered.
-        s.aheadStray = task.callId;
-        k.cancel(now, s.id, task.callId, 'ETIMEDOUT');
-        return;
-      }
-      if (!r.ok || r.msg === undefined) return;
-      s.out.result(task.callId, null, undefined, r.msg, true);
-      if (r.msg.kind !== 'post') return;
+    if (!s.attached) return;
+    for (const m of this.opts.kernel.receiveAhead(this.now(), s.id, task.src, task.limit)) {
+      s.out.result(task.callId, null, undefined, m, true);
     }
   }
 }

@@ -86,11 +86,21 @@ export interface AdminMethods {
   'dc.list': { params: Record<string, never>; result: DcConfig[] };
   /** Spawn a process bound to `ep` of `dc` on this node. Returns once it runs and is bound. */
   'proc.run': {
-    params: { dc: DcId | string; ep: Endpoint; name?: string; cmd: string[]; env?: Record<string, string>; cwd?: string };
+    params: {
+      dc: DcId | string;
+      ep: Endpoint;
+      name?: string;
+      cmd: string[];
+      env?: Record<string, string>;
+      cwd?: string;
+    };
     result: ProcessInfo;
   };
   /** Signal the process bound to `ep` (default SIGTERM, then SIGKILL after `graceMs`). */
-  'proc.kill': { params: { dc: DcId | string; ep: Endpoint; signal?: string; graceMs?: number }; result: ProcessInfo };
+  'proc.kill': {
+    params: { dc: DcId | string; ep: Endpoint; signal?: string; graceMs?: number };
+    result: ProcessInfo;
+  };
   /** Processes started on this node (running and recently exited). */
   'proc.list': { params: { dc?: DcId | string }; result: ProcessInfo[] };
   /** Wait until the process of `ep` exits (or `timeoutMs` passes: result.exit stays null). */

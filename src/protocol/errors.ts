@@ -142,7 +142,9 @@ export class DvsError extends Error {
     const code = isErrorCode(o.code) ? o.code : 'EINTERNAL';
     const message = typeof o.message === 'string' ? o.message : ERROR_CODES[code];
     const details =
-      typeof o.details === 'object' && o.details !== null ? (o.details as Record<string, unknown>) : undefined;
+      typeof o.details === 'object' && o.details !== null
+        ? (o.details as Record<string, unknown>)
+        : undefined;
     return new DvsError(code, message, details);
   }
 

@@ -43,8 +43,9 @@
  * | ADMIN_RESULT   | 23 | ← | - | MessagePack {id, result} or {id, error: WireError} |
  *
  * A failed HELLO is answered by a RESULT with the error. RESULT flag MORE marks a receive-ahead message:
- * when a receive (with aux > 0) completes with a post, the daemon takes up to `aux` further messages that
- * are already queued and sends them flagged MORE; the SDK serves later receives from them. This is what lets
+ * when a receive (with aux > 0) completes with a post, the daemon takes up to `aux` further posts that are
+ * already queued (Kernel.receiveAhead: never a send, request or notification) and sends them flagged MORE;
+ * the SDK serves later receives from them. This is what lets
  * one receiver consume a post stream at millions of messages per second with one round trip per batch.
  */
 import { Packr } from 'msgpackr';

@@ -7,13 +7,14 @@
  * - Frames produced in one event-loop turn leave in one socket write.
  * - post() keeps a credit window per destination (size from the DC's postWindow); with credit it costs no
  *   promise allocation (a shared resolved promise is returned) and its bytes go straight into the batch.
- * - Receive-ahead: when a receive gets a post, the daemon sends along further messages already queued for
- *   us (up to {@link RECEIVE_AHEAD}); later receives are served from them without a round trip. Those
- *   messages count as consumed (their senders got credit back): a process that exits with some of them
- *   unread loses them, like unread bytes in a socket buffer.
- *   Notifications raised after a receive-ahead are delivered after the messages it already brought.
- * - Ordering caveat: a post() waiting for credit is not yet on the wire, so a send() or sendrec() to the same
- *   destination issued meanwhile overtakes it. Await the post (or flush()) first when that matters.
+ * - Receive-ahead: when a receive gets a post, the daemon sends along further POSTS already queued for us
+ *   (up to {@link RECEIVE_AHEAD}; it stops at the first send, request or pending notification, which only a
+ *   real receive may take); later receives are served from them without a round trip. Those posts count as
+ *   consumed (their senders got credit back): a process that exits with some of them unread loses them, as
+ *   it would lose posts still queued in the kernel. Notifications raised after a receive-ahead are delivered
+ *   after the posts it already brought, and receiveRequest() does not wait for buffered posts to be read.
+ * - A send() or sendrec() to a destination with posts still waiting for credit here waits until they are
+ *   written, so per-pair FIFO holds across kinds.
  * - Grants stay in this process; the daemon reads and writes them through GRANT_READ / GRANT_WRITE frames,
  *   served here in the background.
  */
@@ -137,8 +138,11 @@ export async function connect(opts: ConnectOptions = {}): Promise<Dvk> {
     ...(opts.signal ? { signal: opts.signal } : {}),
   });
   try {
-    const ok = await hello(conn, target, opts, Math.max(1, deadline - Date.now()));
-    return new Dvk(conn, ok);
+    const early: ProcFrame[] = [];
+    const ok = await hello(conn, target, opts, Math.max(1, deadline - Date.now()), early);
+    const dvk = new Dvk(conn, ok);
+    for (const f of early) dvk.onFrame(f);
+    return dvk;
   } catch (e) {
     await conn.close();
     throw e;
@@ -150,6 +154,7 @@ function hello(
   target: { dc: string | number; endpoint: number },
   opts: ConnectOptions,
   timeout: number,
+  early: ProcFrame[],
 ): Promise<HelloOkFrame> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => done(new DvsError('ETIMEDOUT', 'no answer to HELLO')), timeout);
@@ -161,10 +166,15 @@ function hello(
       if (err) reject(err);
       else resolve(ok!);
     };
+    let bound = false;
     conn.bind({
       frame: (f) => {
-        if (f.op === 'helloOk' && f.callId === 1) done(undefined, f);
-        else if (f.op === 'result' && f.callId === 1 && f.code !== null)
+        // Frames after HELLO_OK but before the Dvk takes over the connection are kept for it.
+        if (bound) early.push(f);
+        else if (f.op === 'helloOk' && f.callId === 1) {
+          bound = true;
+          done(undefined, f);
+        } else if (f.op === 'result' && f.callId === 1 && f.code !== null)
           done(new DvsError(f.code, f.message));
         else throw new DvsError('EPROTO', `unexpected ${f.op} before HELLO_OK`);
       },
@@ -226,6 +236,7 @@ export class Dvk {
   /** Rendezvous send: resolves when `dst` has taken the message. */
   async send(dst: Endpoint, msg: OutMessage, opts?: CallOptions): Promise<void> {
     const payload = this.checkMsg(dst, msg);
+    await this.postsWritten(dst);
     await this.call((id) => this.conn.out.raw(PROC_OPS.send, 0, 0, id, dst, msg.type, 0, payload), opts);
   }
 
@@ -249,6 +260,7 @@ export class Dvk {
   /** Send a request and wait for the reply from `dst`. */
   async sendrec(dst: Endpoint, msg: OutMessage, opts?: CallOptions): Promise<Received> {
     const payload = this.checkMsg(dst, msg);
+    await this.postsWritten(dst);
     return msgOf(
       await this.call((id) => this.conn.out.raw(PROC_OPS.sendrec, 0, 0, id, dst, msg.type, 0, payload), opts),
     );
@@ -318,6 +330,27 @@ export class Dvk {
     }
     return new Promise((resolve, reject) => {
       w.queue.push({ type, payload: payload.slice(), resolve, reject });
+    });
+  }
+
+  /**
+   * Per-pair FIFO: a send or sendrec to `dst` must not overtake posts to `dst` still waiting for credit in
+   * this process. Resolves once the last of them is written (or failed); at once when none waits.
+   */
+  private postsWritten(dst: Endpoint): Promise<void> | undefined {
+    const w = this.windows.get(dst);
+    if (w === undefined || w.head === w.queue.length) return undefined;
+    const last = w.queue[w.queue.length - 1]!;
+    return new Promise((resolve) => {
+      const { resolve: ok, reject: ko } = last;
+      last.resolve = () => {
+        ok();
+        resolve();
+      };
+      last.reject = (e) => {
+        ko(e);
+        resolve();
+      };
     });
   }
 
@@ -457,7 +490,8 @@ export class Dvk {
     return p;
   }
 
-  private onFrame(f: ProcFrame): void {
+  /** @internal a frame from the daemon. */
+  onFrame(f: ProcFrame): void {
     switch (f.op) {
       case 'result': {
         if (f.more) {

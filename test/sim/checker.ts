@@ -179,12 +179,13 @@ export class Checker {
     }
     if (result.ok && result.msg !== undefined && (c.op === 'receive' || c.op === 'receiveRequest')) {
       if (receiver === undefined) this.fail(`delivery to unknown proc ${proc} on node ${node}`);
-      else this.onDelivery(receiver, result.msg, c.op, now);
+      else this.deliver(receiver, result.msg, c.op, now);
     }
     return c;
   }
 
-  private onDelivery(
+  /** `rcv` took message `msg` (by receive, receiveRequest or receiveAhead) at `now`. */
+  deliver(
     rcv: ActorInfo,
     msg: NonNullable<Extract<CallResult, { ok: true }>['msg']>,
     op: string,

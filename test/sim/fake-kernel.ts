@@ -90,6 +90,10 @@ export class FakeKernel implements KernelApi {
   unbind(): void {
     throw dvsError('ENOTSUP');
   }
+  /** The reference kernel has no receive-ahead fast path: posts are taken one receive at a time. */
+  receiveAhead(): Received[] {
+    return [];
+  }
   grantData(): void {}
   grantWritten(): void {}
   endpoints(): EndpointInfo[] {

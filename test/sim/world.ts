@@ -9,7 +9,6 @@ import {
   type Call,
   type CallResult,
   type DcConfig,
-  DEFAULT_POST_WINDOW,
   type Endpoint,
   type KernelApi,
   type KernelIO,
@@ -17,6 +16,7 @@ import {
   type NodeId,
   type ProcEvent,
   type ProcId,
+  type Received,
 } from '../../src/kernel/types.js';
 import { DvsError, type ErrorCode } from '../../src/protocol/errors.js';
 import { LinkSession } from '../../src/proxy/session.js';
@@ -61,6 +61,8 @@ export interface SimConfig {
   deadAfterMs: number;
   /** Trace lines kept for the report (the hash covers all of them regardless). */
   traceKeep?: number;
+  /** The DC's post() window: small, so that credit-based flow control is exercised. */
+  postWindow: number;
 }
 
 export const DEFAULT_CONFIG: Omit<SimConfig, 'seed' | 'makeKernel'> = {
@@ -74,6 +76,7 @@ export const DEFAULT_CONFIG: Omit<SimConfig, 'seed' | 'makeKernel'> = {
   longOutages: false,
   crashes: false,
   deadAfterMs: 150,
+  postWindow: 8,
 };
 
 /** Result of one run. */
@@ -111,6 +114,8 @@ interface Actor extends ActorInfo {
   seq: number;
   /** The blocking call in progress, until the actor has seen its completion. */
   pending: { callId: number; op: string } | undefined;
+  /** The pending receive names a source (it may then fail with ENOTBOUND, ESRCDIED, ENOTCONN). */
+  recvFrom: boolean;
   credits: Map<Endpoint, number>;
 }
 
@@ -180,7 +185,7 @@ export class SimWorld {
       nodes: Array.from({ length: cfg.nodes }, (_, i) => i + 1),
       maxPayload: 4096,
       sysEndpoints: 64,
-      postWindow: DEFAULT_POST_WINDOW,
+      postWindow: cfg.postWindow,
     };
   }
 
@@ -574,6 +579,7 @@ export class SimWorld {
       callSeq: 0,
       seq: 0,
       pending: undefined,
+      recvFrom: false,
       credits: new Map(),
     };
     let ok = true;
@@ -632,7 +638,7 @@ export class SimWorld {
     return out;
   }
 
-  private issue(a: Actor, call: Call, msg: MsgRecord | undefined): void {
+  private issue(a: Actor, call: Call, msg: MsgRecord | undefined, forceCancel = false): void {
     const n = this.node(a.node);
     const callId = ++a.callSeq;
     const rec: CallRecord = {
@@ -665,7 +671,7 @@ export class SimWorld {
     }
     const blocking =
       call.op === 'send' || call.op === 'sendrec' || call.op === 'receive' || call.op === 'receiveRequest';
-    if (blocking && this.cfg.cancels && this.rng.chance(0.3)) {
+    if (forceCancel || (blocking && this.cfg.cancels && this.rng.chance(0.3))) {
       this.sched.after(this.rng.int(1, 40), () => {
         if (!this.actorLive(a) || a.pending?.callId !== callId) return;
         this.log(`n${n.id} cancel uid ${a.uid} #${callId}`);
@@ -727,11 +733,14 @@ export class SimWorld {
       (a.role === 'sink' || a.role === 'server') &&
       (op === 'receive' || op === 'receiveRequest')
     ) {
-      if (result.code !== 'ETIMEDOUT' && result.code !== 'EABORTED') {
+      const named = a.recvFrom && ['ENOTBOUND', 'ESRCDIED', 'ENOTCONN'].includes(result.code);
+      if (result.code !== 'ETIMEDOUT' && result.code !== 'EABORTED' && !named) {
         this.checker.fail(`${op} of ${a.role} ep ${a.ep} failed with ${result.code}`);
         return;
       }
     }
+    if (a.role === 'sink' && result.ok && result.msg?.kind === 'post' && this.rng.chance(0.5))
+      this.receiveAhead(a);
     // Notifiers pace themselves: notifications are collected before messages, so a tight notify loop
     // would starve the sinks' message traffic until the drain.
     this.sched.after(a.role === 'notifier' ? this.rng.int(5, 30) : this.rng.int(0, 3), () => this.step(a));
@@ -740,9 +749,17 @@ export class SimWorld {
   private step(a: Actor): void {
     if (!this.actorLive(a) || a.pending !== undefined) return;
     switch (a.role) {
-      case 'sink':
-        this.issue(a, { op: 'receive', src: ANY, nowait: false }, undefined);
+      case 'sink': {
+        const senders = this.targets('sender');
+        a.recvFrom = this.cfg.cancels && senders.length > 0 && this.rng.chance(0.15);
+        if (a.recvFrom) {
+          // Receive from one named sender, with a timeout (it may never send to us).
+          this.issue(a, { op: 'receive', src: this.rng.pick(senders).ep, nowait: false }, undefined, true);
+        } else {
+          this.issue(a, { op: 'receive', src: ANY, nowait: this.cfg.cancels && this.rng.chance(0.05) }, undefined);
+        }
         return;
+      }
       case 'server':
         this.issue(a, { op: 'receiveRequest', nowait: false }, undefined);
         return;
@@ -761,6 +778,22 @@ export class SimWorld {
       case 'sender':
         this.senderStep(a);
         return;
+    }
+  }
+
+  /** The SDK's post fast path: take queued posts without a call. */
+  private receiveAhead(a: Actor): void {
+    const n = this.node(a.node);
+    const limit = this.rng.int(1, 8);
+    let got: Received[] = [];
+    this.kernelCall(n, 'receiveAhead', (k) => {
+      got = k.receiveAhead(this.now, a.proc, ANY, limit);
+    });
+    this.log(`n${n.id} receiveAhead uid ${a.uid} limit ${limit}: ${got.length}`);
+    if (got.length > limit) this.checker.fail(`receiveAhead(limit ${limit}) returned ${got.length} messages`);
+    for (const m of got) {
+      if (m.kind !== 'post') this.checker.fail(`receiveAhead returned a ${m.kind} message`);
+      this.checker.deliver(a, m, 'receiveAhead', this.sched.now);
     }
   }
 
@@ -796,7 +829,8 @@ export class SimWorld {
       return;
     }
     if (r < 0.55 && servers.length > 0) {
-      const dst = this.rng.pick(servers);
+      // Mostly to servers (receiveRequest); sometimes to a sink, whose receive(ANY) must take it too.
+      const dst = sinks.length > 0 && this.rng.chance(0.15) ? this.rng.pick(sinks) : this.rng.pick(servers);
       const m = this.newMsg(a, 'sendrec', dst);
       this.issue(
         a,

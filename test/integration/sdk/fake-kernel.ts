@@ -311,6 +311,21 @@ export class FakeKernel implements KernelApi {
     return { source: q.src, type: q.type, payload: q.payload, kind: q.kind };
   }
 
+  receiveAhead(_now: number, proc: ProcId, src: Endpoint, limit: number): Received[] {
+    const me = this.procs.get(proc);
+    const out: Received[] = [];
+    if (!me || me.recv) return out;
+    while (out.length < limit) {
+      if ([...me.notify.keys()].some((from) => src === ANY || from === src)) break;
+      const q = me.inbox.find((x) => src === ANY || x.src === src);
+      if (q?.kind !== 'post') break;
+      const m = this.take(me, src, false);
+      if (m === undefined) break;
+      out.push(m);
+    }
+    return out;
+  }
+
   cancel(_now: number, proc: ProcId, callId: CallId, reason: 'ETIMEDOUT' | 'EABORTED'): void {
     const me = this.procs.get(proc);
     if (!me) return;

@@ -173,6 +173,41 @@ export function ipcSuite(kernelName: string, makeKernel: KernelFactory): void {
       await assert.rejects(b.receive(ANY, { timeout: 0 }), rejectsWith('ETIMEDOUT'));
     });
 
+    test('posts and sends of one pair stay in order; receive-ahead never takes a send', async () => {
+      const a = await client(110);
+      const b = await client(111);
+      const c = await client(112);
+      // more posts than the window: the tail waits for credit inside a's SDK, and the send must not overtake it
+      const N = a.postWindow + 50;
+      const posted: Promise<void>[] = [];
+      for (let i = 0; i < N; i++) posted.push(a.post(111, { type: i }));
+      let sendDone = false;
+      const sent = a.send(111, { type: -2 }).then(() => {
+        sendDone = true;
+      });
+      const notified = (async () => {
+        // a post from another sender, then a send: receive-ahead on b brings c's post but must stop at the send
+        await c.post(111, { type: -3 });
+      })();
+      await notified;
+      const types: number[] = [];
+      const fromA: number[] = [];
+      while (fromA.length < N) {
+        const m = await b.receive(ANY, { timeout: 5000 });
+        types.push(m.type);
+        if (m.source === 110) fromA.push(m.type);
+      }
+      assert.deepEqual(fromA, Array.from({ length: N }, (_, i) => i));
+      // The send is queued behind the posts but not received yet: give a wrongly early completion time to show.
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(sendDone, false, 'send completed before the application received it');
+      const last = await b.receive(110, { timeout: 5000 });
+      assert.equal(last.type, -2);
+      await sent;
+      await Promise.all(posted);
+      if (!types.includes(-3)) assert.equal((await b.receive(112, { timeout: 5000 })).type, -3);
+    });
+
     test('post to an unbound endpoint: the next post and flush report the failure', async () => {
       const a = await client(100);
       await a.post(555, { type: 1 });

@@ -34,6 +34,44 @@ describe('kernel: post (local)', () => {
     assert.ok(k.eventsOf(1, 'credit').every((e) => e.dst === 102));
   });
 
+  it('receiveAhead takes only posts from the head, stops at a send or a notification, and returns credits', () => {
+    const net = new Net([1]);
+    net.dc(1, { postWindow: 8 });
+    const k = net.n(1);
+    k.attach(1, 1, 101);
+    k.attach(2, 1, 102);
+    k.attach(3, 1, 103);
+    for (let i = 0; i < 3; i++) k.post(1, 102, i);
+    const send = k.call(3, { op: 'send', dst: 102, type: 50, payload: new Uint8Array(0) });
+    k.post(1, 102, 3);
+    const ahead = k.kernel.receiveAhead(0, 2, ANY, 100);
+    assert.deepEqual(
+      ahead.map((m) => [m.source, m.type, m.kind]),
+      [
+        [101, 0, 'post'],
+        [101, 1, 'post'],
+        [101, 2, 'post'],
+      ],
+    );
+    assert.equal(k.code(3, send), undefined, 'the send stays pending: only a real receive takes it');
+    assert.deepEqual(take(k, 2, 2), [50, 3]);
+    assert.equal(k.code(3, send), 'ok');
+    // a pending notification stops it too (notifications first)
+    k.post(1, 102, 4);
+    k.call(3, { op: 'notify', dst: 102 });
+    assert.deepEqual(k.kernel.receiveAhead(0, 2, ANY, 100), []);
+    // limit and source filter
+    k.post(3, 102, 9);
+    assert.deepEqual(take(k, 2, 1), [-1], 'the notification');
+    assert.deepEqual(
+      k.kernel.receiveAhead(0, 2, 103, 100).map((m) => m.type),
+      [9],
+    );
+    assert.deepEqual(k.kernel.receiveAhead(0, 2, ANY, 0), []);
+    assert.deepEqual(take(k, 2, 1), [4]);
+    assert.ok(credits(k, 1).reduce((a, b) => a + b, 0) === 5, 'every consumed post was credited back');
+  });
+
   it('the source enforces the window: the excess is dropped with postFailed ENOSPC and logged', () => {
     const net = new Net([1]);
     net.dc(1, { postWindow: 4 });

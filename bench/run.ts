@@ -282,7 +282,9 @@ async function main(): Promise<number> {
 
   const out = {
     version: 1,
-    command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(),
+    command: ['npm run bench', ...(process.argv.length > 2 ? ['--', ...process.argv.slice(2)] : [])].join(
+      ' ',
+    ),
     startedAt: startedAt.toISOString(),
     finishedAt: new Date().toISOString(),
     machine: {

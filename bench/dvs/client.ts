@@ -44,7 +44,8 @@ async function firstCall<T>(f: () => Promise<T>): Promise<T> {
 let run: (work: number) => ReturnType<Parameters<typeof serveRuns>[0]>;
 
 if (role === 'sendrec') {
-  await firstCall(() => dvk.sendrec(peer, { type: T_PING, payload }, { timeout: 1000 }));
+  const echo = await firstCall(() => dvk.sendrec(peer, { type: T_PING, payload }, { timeout: 1000 }));
+  if (echo.payload.length !== MSG_BYTES || echo.payload[0] !== 9) throw new Error('sendrec check: bad echo');
   let samples = new Float64Array(0);
   run = async (work) => {
     if (samples.length < work) samples = new Float64Array(work);
@@ -81,7 +82,8 @@ if (role === 'sendrec') {
     return { value: work / (ms / 1000), elapsedMs: ms };
   };
 } else if (role === 'vcopy') {
-  const mine = await dvk.grant(new Uint8Array(VCOPY_BYTES), 'rw');
+  const buf = new Uint8Array(VCOPY_BYTES);
+  const mine = await dvk.grant(buf, 'rw');
   const r = await firstCall(() => dvk.sendrec(peer, { type: T_GRANT }, { timeout: 1000 }));
   const theirs = new DataView(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength).getUint32(
     0,
@@ -89,6 +91,11 @@ if (role === 'sendrec') {
   );
   const src = { ep: peer, grant: theirs, offset: 0 };
   const dst = { ep: dvk.endpoint, grant: mine.id, offset: 0 };
+  // Check once that a copy really lands (the server's buffer holds i & 0xff), so no run times a no-op.
+  await dvk.vcopy(src, dst, VCOPY_BYTES, { timeout: CALL_TIMEOUT });
+  for (let i = 0; i < buf.length; i++) {
+    if (buf[i] !== (i & 0xff)) throw new Error(`vcopy check: byte ${i} is ${buf[i]}, expected ${i & 0xff}`);
+  }
   run = async (work) => {
     const t0 = nowNs();
     for (let i = 0; i < work; i++) await dvk.vcopy(src, dst, VCOPY_BYTES, { timeout: CALL_TIMEOUT });

@@ -160,8 +160,11 @@ export class Child {
   }
 
   private stderrHint(): string {
-    const t = this.stderrTail.filter((l) => l.trim() !== '').slice(-3);
-    return t.length > 0 ? `: ${t.join(' | ')}` : '';
+    // A Node crash prints the error line first and a stack and version after it: prefer the error line.
+    const lines = this.stderrTail.map((l) => l.trim()).filter((l) => l !== '');
+    const err = lines.find((l) => /^\w*Error\b|Error:|error:/.test(l));
+    const t = err ?? lines.slice(-2).join(' | ');
+    return t !== '' ? `: ${t}` : '';
   }
 
   /** Ask for one measurement of `work` units; rejects after `timeoutMs` or if the child fails. */

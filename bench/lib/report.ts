@@ -66,7 +66,12 @@ export function caseTable(cases: CaseResult[]): string {
   for (const c of cases) {
     if (c.summary !== null) {
       const s = c.summary;
-      const status = c.status === 'ok' ? c.unit : `${c.unit}; ${c.status}: ${short(c.reason ?? '')}`;
+      const status =
+        c.status !== 'ok'
+          ? `${c.unit}; ${c.status}: ${short(c.reason ?? '')}`
+          : c.errors.length > 0
+            ? `${c.unit}; ${c.errors.length} round(s) failed: ${short(c.errors[c.errors.length - 1]!)}`
+            : c.unit;
       t.push([
         c.name,
         fmt(s.median, c.unit),

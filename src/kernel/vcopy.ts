@@ -8,8 +8,8 @@
  *   R's node                    S's node                          D's node
  *   vcopy call ──copyReq──────▶ check rq privilege, S's grant
  *                               ('r'/'rw', range) and D's location
- *                               pump: grantRead to S (≤ 4 chunks
- *                               of 64 KiB in flight)
+ *                               pump: grantRead to S (≤ COPY_WINDOW chunks
+ *                               of COPY_CHUNK in flight)
  *                               S answers grantData ──copyData──▶ check rq privilege, D's grant
  *                                                                 ('w'/'rw', range): grantWrite
  *                               next chunk ◀───────────copyAck─── D answers grantWritten
@@ -28,9 +28,9 @@ import { type DcState, type Ep, type PendingCall, type Proc, St } from './state.
 import type { CallResult, ControlFrame, GrantRef, KernelIO, NodeId } from './types.js';
 
 /** Chunk size of a copy. */
-export const COPY_CHUNK = 64 * 1024;
+export const COPY_CHUNK = 256 * 1024;
 /** Chunks in flight per copy (read requested and not yet acked by the destination). */
-export const COPY_WINDOW = 4;
+export const COPY_WINDOW = 8;
 
 /** What the copy engine needs from the kernel. */
 export interface CopyHost {

@@ -15,6 +15,18 @@ export const SCENARIOS = {
   drops: { drops: true, cancels: true },
   /** Drops, long outages (declared dead), node crashes and restarts, cancels, exits. */
   crashes: { drops: true, longOutages: true, crashes: true, cancels: true, exits: true },
+  /** Everything at once, with more processes, a post window of 2 and quick declarations of death. */
+  heavy: {
+    drops: true,
+    longOutages: true,
+    crashes: true,
+    cancels: true,
+    exits: true,
+    actorsPerNode: { sinks: 2, servers: 1, senders: 2, notifiers: 1 },
+    postWindow: 2,
+    workloadMs: 500,
+    deadAfterMs: 60,
+  },
 } satisfies Record<string, Scenario>;
 
 /** Seeds to run: [SEED] if set, else 1..(SIM_SEEDS or `dflt`). */

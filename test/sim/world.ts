@@ -756,7 +756,11 @@ export class SimWorld {
           // Receive from one named sender, with a timeout (it may never send to us).
           this.issue(a, { op: 'receive', src: this.rng.pick(senders).ep, nowait: false }, undefined, true);
         } else {
-          this.issue(a, { op: 'receive', src: ANY, nowait: this.cfg.cancels && this.rng.chance(0.05) }, undefined);
+          this.issue(
+            a,
+            { op: 'receive', src: ANY, nowait: this.cfg.cancels && this.rng.chance(0.05) },
+            undefined,
+          );
         }
         return;
       }

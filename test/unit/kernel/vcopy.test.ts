@@ -174,7 +174,7 @@ describe('kernel: vcopy checks', () => {
 });
 
 describe('kernel: vcopy failures midway', () => {
-  const big = COPY_CHUNK * 8;
+  const big = COPY_CHUNK * COPY_WINDOW * 3;
 
   it('cancel stops the copy: no more chunks are read', () => {
     const { net } = setup(1, 2, 3, big);

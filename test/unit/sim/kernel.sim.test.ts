@@ -60,4 +60,8 @@ describe('kernel under simulation', () => {
   it('node crashes, restarts and declarations of death', () => {
     assertAllPass('crashes', runMany(SCENARIOS.crashes, 100));
   });
+
+  it('heavy: more processes, post window 2, quick declarations of death, every fault', () => {
+    assertAllPass('heavy', runMany(SCENARIOS.heavy, 40));
+  });
 });

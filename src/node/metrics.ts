@@ -9,7 +9,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import type { LinkInfo } from '../protocol/admin.js';
-import { DvsError } from '../protocol/errors.js';
+import { parseHostPort } from '../transport/net.js';
 
 /** What the metrics read at scrape time. */
 export interface MetricsSources {
@@ -120,7 +120,7 @@ export class MetricsServer {
   }
 
   async start(): Promise<void> {
-    const [host, port] = splitHostPort(this.listen);
+    const { host, port } = parseHostPort(this.listen);
     const server = http.createServer((req, res) => {
       if (req.url === '/metrics') {
         this.registry.metrics().then(
@@ -160,12 +160,4 @@ export class MetricsServer {
     s.closeAllConnections();
     await new Promise<void>((resolve) => s.close(() => resolve()));
   }
-}
-
-/** Split "host:port" (IPv6 in brackets allowed); EINVAL with the offending text otherwise. */
-export function splitHostPort(s: string): [string, number] {
-  const m = /^\[?([^\]]*?)\]?:(\d{1,5})$/.exec(s);
-  const port = m ? Number(m[2]) : Number.NaN;
-  if (!m || !m[1] || port > 65535) throw new DvsError('EINVAL', `bad address '${s}': expected HOST:PORT`);
-  return [m[1], port];
 }

@@ -77,6 +77,10 @@ export class Checker {
   private readonly notifies = new Map<string, number[]>();
   /** Notifications delivered per `${srcEp}>${dstEp}`: delivery times. */
   private readonly notified = new Map<string, number[]>();
+  /** wakeup() calls per destination endpoint: issue times. */
+  private readonly wakeups = new Map<Endpoint, number[]>();
+  /** receive() calls that failed with EWOKENUP, per endpoint: times. */
+  private readonly woken = new Map<Endpoint, number[]>();
   /** Counters for reports. */
   readonly stats = {
     delivered: 0,
@@ -131,6 +135,15 @@ export class Checker {
     l.push(at);
   }
 
+  addWakeupCall(dstEp: Endpoint, at: number): void {
+    let l = this.wakeups.get(dstEp);
+    if (l === undefined) {
+      l = [];
+      this.wakeups.set(dstEp, l);
+    }
+    l.push(at);
+  }
+
   onPostFailed(uid: number, dst: Endpoint, n: number, code: ErrorCode): void {
     const k = `${uid}>${dst}`;
     this.postFailed.set(k, (this.postFailed.get(k) ?? 0) + n);
@@ -159,6 +172,20 @@ export class Checker {
     if (c.completions > 1) {
       this.fail(`call ${c.op} #${callId} of actor ${c.uid} completed ${c.completions} times (invariant 5)`);
       return c;
+    }
+    if (!result.ok && result.code === 'EWOKENUP' && receiver !== undefined) {
+      // No spurious wake-ups: at least as many wakeup() calls to this endpoint so far as EWOKENUPs.
+      let l = this.woken.get(receiver.ep);
+      if (l === undefined) {
+        l = [];
+        this.woken.set(receiver.ep, l);
+      }
+      l.push(now);
+      const issued = this.wakeups.get(receiver.ep)?.length ?? 0;
+      if (c.op !== 'receive')
+        this.fail(`${c.op} of ep ${receiver.ep} failed with EWOKENUP (only receive may)`);
+      if (l.length > issued)
+        this.fail(`ep ${receiver.ep} woken up ${l.length} times by ${issued} wakeup() calls`);
     }
     if (!result.ok) {
       const k = `${c.op}:${result.code}`;
@@ -328,8 +355,16 @@ export class Checker {
         if (!got.some((t) => t >= last))
           this.fail(`notify ${k} issued at ${last} was never followed by a notification (invariant 6)`);
       }
-      for (const [k, n] of this.stats.failures)
-        this.fail(`fault-free run had ${n} failures ${k} (invariant 6)`);
+      for (const [ep, times] of this.wakeups) {
+        const last = times[times.length - 1] ?? 0;
+        if (!(this.woken.get(ep) ?? []).some((t) => t >= last)) {
+          this.fail(`wakeup of ep ${ep} issued at ${last} never woke its receive (invariant 6)`);
+        }
+      }
+      for (const [k, n] of this.stats.failures) {
+        // EWOKENUP is what wakeup() is for.
+        if (k !== 'receive:EWOKENUP') this.fail(`fault-free run had ${n} failures ${k} (invariant 6)`);
+      }
     }
   }
 }

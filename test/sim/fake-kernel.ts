@@ -54,6 +54,8 @@ interface LocalEp {
   serving: Map<Endpoint, { node: NodeId; op: number }>;
   /** Posts outstanding per destination. */
   postOut: Map<Endpoint, number>;
+  /** wakeup() arrived while not in receive(ANY): the next one fails with EWOKENUP. */
+  woken: boolean;
 }
 
 export class FakeKernel implements KernelApi {
@@ -122,6 +124,7 @@ export class FakeKernel implements KernelApi {
       pending: undefined,
       serving: new Map(),
       postOut: new Map(),
+      woken: false,
     };
     this.local.set(ep, l);
     this.byProc.set(proc, l);
@@ -229,6 +232,11 @@ export class FakeKernel implements KernelApi {
       }
       case 'receive':
       case 'receiveRequest':
+        if (call.op === 'receive' && call.src === ANY && l.woken) {
+          l.woken = false;
+          this.io.complete(proc, callId, { ok: false, code: 'EWOKENUP' });
+          return;
+        }
         l.pending = { callId, call, phase: 'recv', node: undefined };
         this.match(l);
         if (l.pending?.callId === callId && call.nowait) {
@@ -275,11 +283,32 @@ export class FakeKernel implements KernelApi {
         this.io.complete(proc, callId, { ok: true });
         return;
       }
+      case 'wakeup': {
+        const node = this.where.get(call.dst);
+        if (node === undefined) {
+          this.io.complete(proc, callId, { ok: false, code: 'ENOTBOUND' });
+          return;
+        }
+        if (node === this.nodeId) this.wake(call.dst);
+        else this.io.toNode(node, { t: 'wakeup', dc: this.dcId, src: l.ep, dst: call.dst });
+        this.io.complete(proc, callId, { ok: true });
+        return;
+      }
       default: {
         this.io.complete(proc, callId, { ok: false, code: 'ENOTSUP' });
         return;
       }
     }
+  }
+
+  private wake(dst: Endpoint): void {
+    const d = this.local.get(dst);
+    if (d === undefined) return;
+    const p = d.pending;
+    if (p?.phase === 'recv' && p.call.op === 'receive' && p.call.src === ANY) {
+      d.pending = undefined;
+      this.io.complete(d.proc, p.callId, { ok: false, code: 'EWOKENUP' });
+    } else d.woken = true;
   }
 
   cancel(_now: number, proc: ProcId, callId: CallId, reason: 'ETIMEDOUT' | 'EABORTED'): void {
@@ -413,6 +442,9 @@ export class FakeKernel implements KernelApi {
         });
         return;
       }
+      case 'wakeup':
+        this.wake(f.dst as Endpoint);
+        return;
       case 'notify':
         if (this.local.has(frame.dst)) this.note(frame.dst, frame.src, frame.ts);
         return;

@@ -734,7 +734,8 @@ export class SimWorld {
       (op === 'receive' || op === 'receiveRequest')
     ) {
       const named = a.recvFrom && ['ENOTBOUND', 'ESRCDIED', 'ENOTCONN'].includes(result.code);
-      if (result.code !== 'ETIMEDOUT' && result.code !== 'EABORTED' && !named) {
+      const woken = result.code === 'EWOKENUP' && op === 'receive';
+      if (result.code !== 'ETIMEDOUT' && result.code !== 'EABORTED' && !named && !woken) {
         this.checker.fail(`${op} of ${a.role} ep ${a.ep} failed with ${result.code}`);
         return;
       }
@@ -775,8 +776,13 @@ export class SimWorld {
           return;
         }
         const dst = this.rng.pick(t);
-        this.checker.addNotifyCall(a.ep, dst.ep, this.sched.now);
-        this.issue(a, { op: 'notify', dst: dst.ep }, undefined);
+        if (this.rng.chance(0.2)) {
+          this.checker.addWakeupCall(dst.ep, this.sched.now);
+          this.issue(a, { op: 'wakeup', dst: dst.ep }, undefined);
+        } else {
+          this.checker.addNotifyCall(a.ep, dst.ep, this.sched.now);
+          this.issue(a, { op: 'notify', dst: dst.ep }, undefined);
+        }
         return;
       }
       case 'sender':

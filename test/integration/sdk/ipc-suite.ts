@@ -197,7 +197,10 @@ export function ipcSuite(kernelName: string, makeKernel: KernelFactory): void {
         types.push(m.type);
         if (m.source === 110) fromA.push(m.type);
       }
-      assert.deepEqual(fromA, Array.from({ length: N }, (_, i) => i));
+      assert.deepEqual(
+        fromA,
+        Array.from({ length: N }, (_, i) => i),
+      );
       // The send is queued behind the posts but not received yet: give a wrongly early completion time to show.
       await new Promise((r) => setTimeout(r, 100));
       assert.equal(sendDone, false, 'send completed before the application received it');

@@ -65,8 +65,30 @@ export async function check<T>(fn: () => Promise<T> | T, timeoutMs = 10_000, wha
   }
 }
 
+/** Daemons started by this test process and not yet reaped: killed by PID if the test process exits early. */
+const LIVE = new Set<ChildProcess>();
+
 export class TestCluster {
   readonly nodes: TestNode[] = [];
+
+  /** Once per test process: on exit (even a crash or a broken pipe), SIGKILL every daemon still running. */
+  private static guardExit(): void {
+    if (TestCluster.guarded) return;
+    TestCluster.guarded = true;
+    const killAll = () => {
+      for (const p of LIVE) p.kill('SIGKILL');
+    };
+    process.once('exit', killAll);
+    // A test process stopped by a signal (the runner interrupted, a broken pipe) gets no 'exit' event.
+    for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGPIPE'] as const) {
+      process.once(sig, () => {
+        killAll();
+        process.exit(128 + (sig === 'SIGTERM' ? 15 : sig === 'SIGINT' ? 2 : sig === 'SIGHUP' ? 1 : 13));
+      });
+    }
+  }
+  private static guarded = false;
+
   private constructor(
     readonly dir: string,
     private readonly opts: Required<ClusterOptions>,
@@ -97,6 +119,7 @@ export class TestCluster {
   }
 
   private spawnNode(n: TestNode): void {
+    TestCluster.guardExit();
     const peers = this.nodes.map((p) => `${p.id}=${p.address}`).join(',');
     const args = [
       CLI,
@@ -121,7 +144,10 @@ export class TestCluster {
       '--log-level',
       'debug',
     ];
-    n.proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    n.proc = proc;
+    LIVE.add(proc);
+    proc.once('exit', () => LIVE.delete(proc));
     let err = '';
     n.proc.stderr?.on('data', (d: Buffer) => {
       err += d.toString();

@@ -7,6 +7,8 @@ import { Kernel } from '../../src/kernel/index.js';
 import { nodesFor, SCENARIOS } from './scenarios.js';
 import { simulate } from './world.js';
 
+// Piping into head closes stdout early: that is not an error.
+process.stdout.on('error', () => process.exit(0));
 const [seedArg, scenarioArg = 'faultFree', pattern] = process.argv.slice(2);
 const seed = Number(seedArg);
 const scenario = SCENARIOS[scenarioArg as keyof typeof SCENARIOS];

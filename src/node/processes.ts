@@ -351,7 +351,7 @@ function safeName(s: string): string {
 }
 
 /** Signal the process group the child leads; if the group is gone, the pid alone. */
-function signalGroup(pid: number, signal: NodeJS.Signals): void {
+export function signalGroup(pid: number, signal: NodeJS.Signals): void {
   try {
     process.kill(-pid, signal);
   } catch {

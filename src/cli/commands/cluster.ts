@@ -8,6 +8,7 @@ import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import type { ClusterNode } from '../../node/options.js';
+import { signalGroup } from '../../node/processes.js';
 import type { NodeStatus } from '../../protocol/admin.js';
 import { DvsError, dvsError } from '../../protocol/errors.js';
 import {
@@ -92,18 +93,6 @@ async function lastLine(path: string): Promise<string> {
   const lines = text.split('\n').filter((l) => l.trim() !== '');
   // A daemon that failed prints our own error line; do not nest the prefix.
   return (lines.at(-1) ?? '').replace(/^dvs: error: /, '').slice(0, 300);
-}
-
-function killGroup(pid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    try {
-      process.kill(pid, signal);
-    } catch {
-      // Gone already.
-    }
-  }
 }
 
 /** `dvs up`. Returns the exit code. */
@@ -280,9 +269,9 @@ function printBanner(ctx: Ctx, cluster: ClusterFileOnDisk): void {
 /** Stops what `up` started, as far as it got; used when start-up fails. */
 async function teardown(cluster: ClusterFileOnDisk, dir: string, timeoutMs: number): Promise<void> {
   const pids = cluster.nodes.map((x) => x.pid).filter((p) => p > 0);
-  for (const pid of pids) killGroup(pid, 'SIGTERM');
+  for (const pid of pids) signalGroup(pid, 'SIGTERM');
   const left = await waitPidsGone(pids, timeoutMs);
-  for (const pid of left) killGroup(pid, 'SIGKILL');
+  for (const pid of left) signalGroup(pid, 'SIGKILL');
   await waitPidsGone(left, 2000);
   for (const x of cluster.nodes) {
     await rm(x.socket, { force: true });
@@ -321,10 +310,10 @@ export async function down(ctx: Ctx, opts: DownOptions): Promise<number> {
   );
   for (const pid of stubborn) {
     out.note(`daemon pid ${pid} did not stop within ${opts.timeoutMs} ms; sending SIGKILL`);
-    killGroup(pid, 'SIGKILL');
+    signalGroup(pid, 'SIGKILL');
   }
   await waitPidsGone(stubborn, 2000);
-  for (const pid of procPids) if (pidAlive(pid)) killGroup(pid, 'SIGKILL');
+  for (const pid of procPids) if (pidAlive(pid)) signalGroup(pid, 'SIGKILL');
 
   for (const x of cluster.nodes) {
     await rm(x.socket, { force: true });

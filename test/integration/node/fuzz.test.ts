@@ -8,22 +8,11 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, test } from 'node:test';
 import { connect, type Dvk } from '../../../src/sdk/index.js';
+import { Prng } from '../../sim/prng.js';
 import { check, TestCluster } from '../harness.js';
 
 const SEED = Number(process.env.FUZZ_SEED ?? Date.now() % 100_000);
 const ROUNDS = Number(process.env.FUZZ_ROUNDS ?? 150);
-
-/** mulberry32: small, seeded, good enough to pick fuzz inputs. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function frame(body: Uint8Array): Buffer {
   const b = Buffer.alloc(4 + body.length);
@@ -130,7 +119,8 @@ test(`hostile frames on the local socket and the link port never crash a daemon 
     }
   })();
 
-  const rand = prng(SEED);
+  const prng = new Prng(SEED);
+  const rand = () => prng.next();
   const linkPort = Number(c.nodes[1]!.address.split(':')[1]);
   let stayedOpen = 0;
   for (let i = 0; i < ROUNDS; i++) {

@@ -138,6 +138,7 @@ class Daemon implements NodeDaemon {
             links: () => this.links.info(),
             dcs: () => this.kernel.listDcs().length,
             endpoints: () => this.countEndpoints(),
+            messages: () => this.sumCounters(),
             processes: () => this.processes.list().filter((p) => p.exit === null).length,
             sessions: () => this.local.sessionCount,
           }),
@@ -221,6 +222,21 @@ class Daemon implements NodeDaemon {
       }
     }
     return { local, remote };
+  }
+
+  private sumCounters() {
+    const sum = { lclSent: 0, rmtSent: 0, received: 0, notifies: 0, copyBytes: 0 };
+    for (const dc of this.kernel.listDcs()) {
+      for (const e of this.kernel.endpoints(dc.id)) {
+        if (e.node !== this.nodeId || e.kind === 'remote') continue;
+        sum.lclSent += e.counters.lclSent;
+        sum.rmtSent += e.counters.rmtSent;
+        sum.received += e.counters.received;
+        sum.notifies += e.counters.notifies;
+        sum.copyBytes += e.counters.copyBytes;
+      }
+    }
+    return sum;
   }
 
   private dc(idOrName: DcId | string): DcConfig {

@@ -17,6 +17,8 @@ export interface MetricsSources {
   links(): LinkInfo[];
   dcs(): number;
   endpoints(): { local: number; remote: number };
+  /** Message counters summed over the local endpoints (see EndpointCounters). */
+  messages(): { lclSent: number; rmtSent: number; received: number; notifies: number; copyBytes: number };
   processes(): number;
   sessions(): number;
 }
@@ -83,6 +85,27 @@ export function createRegistry(src: MetricsSources): Registry {
       const e = src.endpoints();
       this.set({ location: 'local' }, e.local);
       this.set({ location: 'remote' }, e.remote);
+    },
+  });
+  new Gauge({
+    name: 'dvs_ipc_messages',
+    help: 'Messages sent and received by the endpoints bound on this node now (sent: to this node or another)',
+    labelNames: ['what'],
+    registers: [registry],
+    collect() {
+      const m = src.messages();
+      this.set({ what: 'sent_local' }, m.lclSent);
+      this.set({ what: 'sent_remote' }, m.rmtSent);
+      this.set({ what: 'received' }, m.received);
+      this.set({ what: 'notifications' }, m.notifies);
+    },
+  });
+  new Gauge({
+    name: 'dvs_ipc_vcopy_bytes',
+    help: 'Bytes copied by vcopy with an endpoint bound on this node now as the source',
+    registers: [registry],
+    collect() {
+      this.set(src.messages().copyBytes);
     },
   });
   new Gauge({

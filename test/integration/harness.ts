@@ -139,6 +139,8 @@ export class TestCluster {
       String(this.opts.heartbeatMs),
       '--dead-after-ms',
       String(this.opts.deadAfterMs),
+      '--metrics',
+      '127.0.0.1:0',
       '--log-file',
       join(n.dataDir, 'daemon.log'),
       '--log-level',

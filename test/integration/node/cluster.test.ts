@@ -317,4 +317,19 @@ describe('three-node cluster', () => {
     assert.equal(m.type, 1);
     await first;
   });
+
+  test('each daemon serves Prometheus metrics: links, endpoints, messages', async () => {
+    const st = await c.status(0);
+    assert.ok(st.metrics, 'status names the metrics URL');
+    const res = await fetch(st.metrics);
+    assert.equal(res.status, 200);
+    const text = await res.text();
+    assert.match(text, /^dvs_link_up\{peer="1",node="0"\} 1$/m);
+    assert.match(text, /^dvs_link_frames_sent_total\{peer="1",node="0"\} [1-9]\d*$/m);
+    assert.match(text, /^dvs_kernel_endpoints\{location="local",node="0"\} [1-9]\d*$/m);
+    assert.match(text, /^dvs_ipc_messages\{what="sent_remote",node="0"\} [1-9]\d*$/m);
+    assert.match(text, /^dvs_process_process_cpu_seconds_total/m);
+    const none = await fetch(st.metrics.replace('/metrics', '/nope'));
+    assert.equal(none.status, 404);
+  });
 });

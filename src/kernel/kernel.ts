@@ -61,6 +61,21 @@ const MAX_BOUNCES = 8;
 
 const OK: CallResult = Object.freeze({ ok: true });
 
+/**
+ * `n` posts from local sender `s` to `dst` are settled (consumed or failed): shrink the outstanding count,
+ * forgetting the destination when none is left. False if `s` had none outstanding to `dst`.
+ */
+function settlePosts(s: Ep, dst: Endpoint, n: number): boolean {
+  const out = s.postOut?.get(dst);
+  if (out === undefined) return false;
+  if (out > n) s.postOut!.set(dst, out - n);
+  else {
+    s.postOut!.delete(dst);
+    s.postAt?.delete(dst);
+  }
+  return true;
+}
+
 function fail(code: ErrorCode, message?: string): CallResult {
   return message === undefined ? { ok: false, code } : { ok: false, code, message };
 }
@@ -377,13 +392,14 @@ export class Kernel implements KernelApi {
     }
     e.postOut.set(dst, out + 1);
     if (remote) {
+      (e.postAt ??= new Map()).set(dst, d.node);
       e.counters.rmtSent++;
       this.io.toNode(d.node, { t: 'msg', dc: dc.cfg.id, src: e.ep, dst, kind: 'post', op: 0, type, payload });
       return;
     }
     e.counters.lclSent++;
     if (!this.enqueuePost(d, new Msg(e.ep, 'post', type, payload, null, NONE, 0))) {
-      e.postOut.set(dst, out);
+      settlePosts(e, dst, 1);
       this.postFailed(p, dst, 'ENOSPC', 1);
     }
   }
@@ -440,11 +456,12 @@ export class Kernel implements KernelApi {
           const s = dc.eps.get(r.peer);
           if (s !== undefined && !s.isLocal && s.node === node) this.finish(r, fail('ENOTCONN', why));
         }
-        if (e.postOut !== null && e.proc !== null) {
+        if (e.postOut !== null && e.postAt !== null && e.proc !== null) {
+          // By the node the posts went to: the destination may have been unbound since (its postFail
+          // answers died with the node), and those posts must still be reported.
           for (const [dst, n] of e.postOut) {
-            const d = dc.eps.get(dst);
-            if (d === undefined || d.isLocal || d.node !== node) continue;
-            e.postOut.delete(dst);
+            if (e.postAt.get(dst) !== node) continue;
+            settlePosts(e, dst, n);
             if (n > 0) this.io.toProc(e.proc.id, { ev: 'postFailed', dst, code: 'ENOTCONN', n });
           }
         }
@@ -938,10 +955,7 @@ export class Kernel implements KernelApi {
   private credit(d: Ep, src: Endpoint, node: NodeId, n: number): void {
     if (node === NONE) {
       const s = d.dc.eps.get(src);
-      const out = s?.postOut?.get(d.ep);
-      if (s === undefined || s.proc === null || out === undefined) return;
-      if (out > n) s.postOut!.set(d.ep, out - n);
-      else s.postOut!.delete(d.ep);
+      if (s === undefined || s.proc === null || !settlePosts(s, d.ep, n)) return;
       this.io.toProc(s.proc.id, { ev: 'credit', dst: d.ep, n });
     } else if (this.up.has(node)) {
       this.io.toNode(node, { t: 'credit', dc: d.dc.cfg.id, src: d.ep, dst: src, n });
@@ -1025,6 +1039,7 @@ export class Kernel implements KernelApi {
       e.kind = 'remote';
       e.pid = -1;
       e.postOut = null;
+      e.postAt = null;
       return;
     }
     dc.eps.delete(e.ep);
@@ -1058,10 +1073,7 @@ export class Kernel implements KernelApi {
       for (const f of failedPosts.values()) {
         if (f.node === NONE) {
           const s = dc.eps.get(f.src);
-          const out = s?.postOut?.get(e.ep);
-          if (s === undefined || s.proc === null || out === undefined) continue;
-          if (out > f.n) s.postOut!.set(e.ep, out - f.n);
-          else s.postOut!.delete(e.ep);
+          if (s === undefined || s.proc === null || !settlePosts(s, e.ep, f.n)) continue;
           this.io.toProc(s.proc.id, { ev: 'postFailed', dst: e.ep, code: 'EDSTDIED', n: f.n });
         } else if (this.up.has(f.node)) {
           this.io.toNode(f.node, {
@@ -1358,12 +1370,7 @@ export class Kernel implements KernelApi {
   private onCredit(node: NodeId, dc: DcState, f: NodeFrame & { t: 'credit' }): void {
     if (!isCount(f.n) || f.n === 0 || this.checkSrc(dc, node, f.src) === null) return;
     const s = dc.eps.get(f.dst);
-    const out = s?.postOut?.get(f.src);
-    if (s === undefined || !s.isLocal || s.proc === null || out === undefined) {
-      return;
-    }
-    if (out > f.n) s.postOut!.set(f.src, out - f.n);
-    else s.postOut!.delete(f.src);
+    if (s === undefined || !s.isLocal || s.proc === null || !settlePosts(s, f.src, f.n)) return;
     this.io.toProc(s.proc.id, { ev: 'credit', dst: f.src, n: f.n });
   }
 
@@ -1388,6 +1395,7 @@ export class Kernel implements KernelApi {
           d.node = to;
           d.nodeDown = false;
         }
+        s.postAt?.set(src, to);
         this.io.toNode(to, {
           t: 'msg',
           dc: dc.cfg.id,
@@ -1401,11 +1409,7 @@ export class Kernel implements KernelApi {
         return;
       }
     }
-    const out = s.postOut?.get(src);
-    if (out !== undefined) {
-      if (out > n) s.postOut!.set(src, out - n);
-      else s.postOut!.delete(src);
-    }
+    settlePosts(s, src, n);
     this.io.toProc(s.proc.id, { ev: 'postFailed', dst: src, code, n });
   }
 

@@ -78,6 +78,8 @@ export class Ep {
 
   /** Sender side of post(): destination -> posts sent and not yet credited or failed. */
   postOut: Map<Endpoint, number> | null = null;
+  /** Node the outstanding posts to each remote destination were sent to (for nodeDown). */
+  postAt: Map<Endpoint, NodeId> | null = null;
   /** Receiver side of post(): source -> queued/owed counts. */
   postIn: Map<Endpoint, PostIn> | null = null;
 

@@ -704,8 +704,12 @@ export class SimWorld {
     );
     if (a === undefined) return;
     if (ev.ev === 'credit' || ev.ev === 'postFailed') {
-      a.credits.set(ev.dst, (a.credits.get(ev.dst) ?? this.dcConfig.postWindow) + ev.n);
       if (ev.ev === 'postFailed') this.checker.onPostFailed(a.uid, ev.dst, ev.n, ev.code);
+      // Like completions, events reach the process a little later.
+      this.sched.after(this.rng.int(0, 2), () => {
+        if (this.actorLive(a))
+          a.credits.set(ev.dst, (a.credits.get(ev.dst) ?? this.dcConfig.postWindow) + ev.n);
+      });
     }
   }
 

@@ -212,4 +212,15 @@ describe('kernel: post (between nodes)', () => {
     b.post(2, 101);
     assert.equal(b.eventsOf(2, 'postFailed').at(-1)?.code, 'ENOTCONN');
   });
+
+  it('node down also fails posts to a destination already unbound whose failure reports died with the node', () => {
+    // Found by the simulator (seed 2351): the unbind arrives, the postFail answers are lost in the crash.
+    const { net, a, b } = twoNodes(16);
+    for (let i = 0; i < 3; i++) a.post(1, 201, i);
+    b.kernel.detach(net.now, 2); // queues the unbind behind the three posts
+    for (let i = 0; i < 4; i++) net.step(); // posts reach node 2 (answered postFail), the unbind reaches node 1
+    assert.ok(!a.kernel.endpoints(1).some((e) => e.ep === 201), 'node 1 forgot endpoint 201');
+    net.crash(2); // the postFail frames die with node 2
+    assert.deepEqual(a.eventsOf(1, 'postFailed'), [{ ev: 'postFailed', dst: 201, code: 'ENOTCONN', n: 3 }]);
+  });
 });

@@ -6,9 +6,10 @@ const dvk = await connect(); // DVS_SOCKET, DVS_DC and DVS_ENDPOINT are set by `
 console.log(`echo server bound at endpoint ${dvk.endpoint} of DC ${dvk.dcName} on node ${dvk.node}`);
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
+// replyReceive answers one request and waits for the next in a single round trip to the daemon.
+let req = await dvk.receiveRequest();
 for (;;) {
-  const req = await dvk.receiveRequest();
   const text = decoder.decode(req.payload);
   console.log(`request from ${req.source}: ${text}`);
-  await dvk.reply(req.source, { type: req.type, payload: encoder.encode(text.toUpperCase()) });
+  req = await dvk.replyReceive(req.source, { type: req.type, payload: encoder.encode(text.toUpperCase()) });
 }

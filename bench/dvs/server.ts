@@ -1,14 +1,14 @@
 /**
  * The passive end of a dvs case, bound with the SDK on one node of the bench cluster.
  *
- * - `--role sendrec`: receiveRequest / reply with the same payload, forever.
+ * - `--role sendrec`: receiveRequest, then replyReceive with the same payload, forever.
  * - `--role post`: counts posted messages; a START (payload u32 LE n) opens a run, after n DATA messages it
  *   sends DONE to the poster, which stops its clock there.
  * - `--role vcopy`: grants a 1 MiB buffer (rw) and answers every request with the grant id (u32 LE).
  *
  * `--socket S --dc NAME --ep N`.
  */
-import { ANY, connect } from '../../src/sdk/index.js';
+import { ANY, connect, type Received } from '../../src/sdk/index.js';
 import { arg, args, exitWithStdin, ready } from '../lib/worker.js';
 import { T_DATA, T_DONE, T_START, VCOPY_BYTES } from './proto.js';
 
@@ -39,9 +39,13 @@ async function loop(step: () => Promise<void>): Promise<void> {
 
 if (role === 'sendrec') {
   ready({ node: dvk.node });
+  // The fast server loop: reply and take the next request in one call (replyReceive).
+  let q: Received | undefined;
   await loop(async () => {
-    const q = await dvk.receiveRequest();
-    await dvk.reply(q.source, { type: q.type, payload: q.payload });
+    q =
+      q === undefined
+        ? await dvk.receiveRequest()
+        : await dvk.replyReceive(q.source, { type: q.type, payload: q.payload });
   });
 } else if (role === 'post') {
   let want = 0;

@@ -293,7 +293,17 @@ export class Kernel implements KernelApi {
         return;
       }
       case 'reply': {
-        this.doReply(p, e, callId, c.dst, c.type, c.payload);
+        this.doReply(p, e, callId, c.dst, c.type, c.payload, false);
+        return;
+      }
+      case 'replyRecv': {
+        if (p.blocked !== null) {
+          this.io.complete(procId, callId, fail('EBUSY', 'another blocking call is pending'));
+          return;
+        }
+        if (this.doReply(p, e, callId, c.dst, c.type, c.payload, true)) {
+          this.doReceive(p, e, callId, ANY, c.nowait, true);
+        }
         return;
       }
       case 'notify': {
@@ -714,38 +724,62 @@ export class Kernel implements KernelApi {
     return out;
   }
 
-  private doReply(p: Proc, e: Ep, callId: CallId, dst: Endpoint, type: number, payload: Uint8Array): void {
+  /**
+   * reply(); with `thenReceive` (replyRecv) a successful reply does not complete the call (the caller goes on
+   * to receive) and a remote reply is sent without waiting for its acknowledgement. Returns true when the
+   * reply went out and the call is still open.
+   */
+  private doReply(
+    p: Proc,
+    e: Ep,
+    callId: CallId,
+    dst: Endpoint,
+    type: number,
+    payload: Uint8Array,
+    thenReceive: boolean,
+  ): boolean {
     const dc = e.dc;
     if (!isEp(dst)) {
       this.io.complete(p.id, callId, fail('EINVAL', `bad destination ${dst}`));
-      return;
+      return false;
     }
     if (payload.length > dc.cfg.maxPayload) {
       this.io.complete(p.id, callId, fail('EMSGSIZE'));
-      return;
+      return false;
     }
     const d = dc.eps.get(dst);
     const notWaiting = () =>
       this.io.complete(p.id, callId, fail('ENOTWAITING', `${dst} awaits no reply from us`));
     if (d === undefined || e.serving === null || !e.serving.has(dst) || d.replyFrom !== e.ep) {
       notWaiting();
-      return;
+      return false;
     }
     if (d.isLocal) {
       const client = d.proc?.blocked;
       if (client === undefined || client === null || client.state !== St.WaitReply) {
         notWaiting();
-        return;
+        return false;
       }
       e.counters.lclSent++;
       d.counters.received++;
       this.finish(client, { ok: true, msg: { source: e.ep, type, payload, kind: 'send' } });
+      if (thenReceive) return true;
       this.io.complete(p.id, callId, OK);
-      return;
+      return false;
     }
     if (d.nodeDown || this.down.has(d.node)) {
       this.io.complete(p.id, callId, fail('ENOTCONN', `node ${d.node} is down`));
-      return;
+      return false;
+    }
+    if (thenReceive) {
+      // No acknowledgement awaited: the replyAck finds no pending reply and is dropped.
+      const op = d.replyOp;
+      e.serving.delete(dst);
+      d.replyFrom = NONE;
+      d.replyOp = 0;
+      e.counters.rmtSent++;
+      this.io.toNode(d.node, { t: 'reply', dc: dc.cfg.id, src: e.ep, dst, op, type, payload });
+      return true;
     }
     const call = new PendingCall(p, callId, e, 'reply', St.ReplyAck, dst);
     call.rop = d.replyOp;
@@ -762,6 +796,7 @@ export class Kernel implements KernelApi {
     byOp.set(call.rop, call);
     e.counters.rmtSent++;
     this.io.toNode(call.node, { t: 'reply', dc: dc.cfg.id, src: e.ep, dst, op: call.rop, type, payload });
+    return false;
   }
 
   private doNotify(now: number, p: Proc, e: Ep, callId: CallId, dst: Endpoint): void {

@@ -96,6 +96,10 @@ export type Call =
   | { op: 'receive'; src: Endpoint; nowait: boolean }
   | { op: 'receiveRequest'; nowait: boolean }
   | { op: 'reply'; dst: Endpoint; type: number; payload: Uint8Array }
+  /** reply(dst), then receiveRequest() in the same call (seL4's ReplyRecv): one round trip per request for a
+   *  server loop. Completes with the next request, or with the reply's error (then nothing was received).
+   *  A remote reply is not acknowledged to the server: its delivery failure (the client's node died) is lost. */
+  | { op: 'replyRecv'; dst: Endpoint; type: number; payload: Uint8Array; nowait: boolean }
   | { op: 'notify'; dst: Endpoint }
   | { op: 'wakeup'; dst: Endpoint }
   | { op: 'grant'; grant: number; size: number; access: GrantAccess }

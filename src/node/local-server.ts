@@ -268,6 +268,15 @@ export class LocalServer {
       case 'receiveRequest':
         this.call(s, f.callId, { op: 'receiveRequest', nowait: f.nowait });
         return;
+      case 'replyReceive':
+        this.call(s, f.callId, {
+          op: 'replyRecv',
+          dst: f.dst,
+          type: f.type,
+          payload: f.payload,
+          nowait: f.nowait,
+        });
+        return;
       case 'notify':
       case 'wakeup':
         this.call(s, f.callId, { op: f.op, dst: f.dst });

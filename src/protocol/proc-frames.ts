@@ -41,6 +41,7 @@
  * | GRANT_WRITTEN  | 21 | → | callId = xfer, err | - |
  * | ADMIN          | 22 | → | - | MessagePack {id, method, params} |
  * | ADMIN_RESULT   | 23 | ← | - | MessagePack {id, result} or {id, error: WireError} |
+ * | REPLY_RECEIVE  | 24 | → | callId, peer = dst, type, flags NOWAIT | payload (answered by a RESULT with the next request) |
  *
  * A failed HELLO is answered by a RESULT with the error. RESULT flag MORE marks a receive-ahead message:
  * when a receive (with aux > 0) completes with a post, the daemon takes up to `aux` further posts that are
@@ -93,6 +94,7 @@ export const PROC_OPS = {
   grantWritten: 21,
   admin: 22,
   adminResult: 23,
+  replyReceive: 24,
 } as const;
 export type ProcOp = keyof typeof PROC_OPS;
 
@@ -157,6 +159,7 @@ export type ProcFrame =
   | { op: 'send' | 'sendrec' | 'reply'; callId: CallId; dst: Endpoint; type: number; payload: Uint8Array }
   | { op: 'receive'; callId: CallId; src: Endpoint; nowait: boolean; ahead: number }
   | { op: 'receiveRequest'; callId: CallId; nowait: boolean }
+  | { op: 'replyReceive'; callId: CallId; dst: Endpoint; type: number; payload: Uint8Array; nowait: boolean }
   | { op: 'notify' | 'wakeup'; callId: CallId; dst: Endpoint }
   | { op: 'post'; dst: Endpoint; type: number; payload: Uint8Array }
   | { op: 'cancel'; callId: CallId; reason: 'ETIMEDOUT' | 'EABORTED' }
@@ -309,6 +312,9 @@ export class ProcFrameWriter {
         return;
       case 'receiveRequest':
         this.raw(PROC_OPS.receiveRequest, f.nowait ? FLAG_NOWAIT : 0, 0, f.callId, 0, 0, 0, EMPTY);
+        return;
+      case 'replyReceive':
+        this.raw(PROC_OPS.replyReceive, f.nowait ? FLAG_NOWAIT : 0, 0, f.callId, f.dst, f.type, 0, f.payload);
         return;
       case 'notify':
       case 'wakeup':
@@ -497,6 +503,17 @@ export function decodeProcFrame(body: Uint8Array): ProcFrame {
     case 'receiveRequest':
       h.only({ callId: true, flags: FLAG_NOWAIT });
       return { op, callId, nowait: (flags & FLAG_NOWAIT) !== 0 };
+    case 'replyReceive':
+      h.only({ callId: true, peer: true, type: true, body: true, flags: FLAG_NOWAIT });
+      h.payloadLimit();
+      return {
+        op,
+        callId,
+        dst: endpointOf(peer, 'dst'),
+        type,
+        payload: rest,
+        nowait: (flags & FLAG_NOWAIT) !== 0,
+      };
     case 'notify':
     case 'wakeup':
       h.only({ callId: true, peer: true });

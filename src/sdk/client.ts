@@ -278,6 +278,27 @@ export class Dvk {
     return msgOf(r);
   }
 
+  /**
+   * Reply to `dst`, then wait for the next request, in one round trip to the daemon (seL4's ReplyRecv): the
+   * fast server loop. Rejects with the reply's error (ENOTWAITING, EMSGSIZE...) without receiving anything.
+   * A reply to a client on another node is not acknowledged here: if that node dies before it arrives, the
+   * loss is not reported to the server (the client gets ENOTCONN).
+   *
+   * @example
+   * let req = await dvk.receiveRequest();
+   * for (;;) req = await dvk.replyReceive(req.source, handle(req));
+   */
+  async replyReceive(dst: Endpoint, msg: OutMessage, opts?: CallOptions): Promise<Received> {
+    const payload = this.checkMsg(dst, msg);
+    const nowait = opts?.timeout === 0;
+    const r = await this.call(
+      (id) =>
+        this.conn.out.raw(PROC_OPS.replyReceive, nowait ? FLAG_NOWAIT : 0, 0, id, dst, msg.type, 0, payload),
+      nowait ? { ...opts, timeout: undefined } : opts,
+    );
+    return msgOf(r);
+  }
+
   /** Reply to a client waiting in sendrec (ENOTWAITING if it is not waiting for us). */
   async reply(dst: Endpoint, msg: OutMessage, opts?: CallOptions): Promise<void> {
     const payload = this.checkMsg(dst, msg);

@@ -180,7 +180,8 @@ export class FakeKernel implements KernelApi {
         me.recv = { callId, src, requestOnly };
         return;
       }
-      case 'reply': {
+      case 'reply':
+      case 'replyRecv': {
         const dst = this.eps.get(call.dst);
         if (!dst?.awaitReply || dst.awaitReply.from !== me.ep) {
           done('ENOTWAITING');
@@ -192,7 +193,14 @@ export class FakeKernel implements KernelApi {
           ok: true,
           msg: { source: me.ep, type: call.type, payload: call.payload, kind: 'send' },
         });
-        done();
+        if (call.op === 'reply') {
+          done();
+          return;
+        }
+        const got = this.take(me, ANY, true);
+        if (got) done(undefined, got);
+        else if (call.nowait) done('ETIMEDOUT');
+        else me.recv = { callId, src: ANY, requestOnly: true };
         return;
       }
       case 'notify': {

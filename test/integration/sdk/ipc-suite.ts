@@ -128,6 +128,32 @@ export function ipcSuite(kernelName: string, makeKernel: KernelFactory): void {
       await assert.rejects(server.reply(101, { type: 0 }), rejectsWith('ENOTWAITING'));
     });
 
+    test('replyReceive: a server loop with one round trip per request', async () => {
+      const srv = await client(120);
+      const c1 = await client(121);
+      const c2 = await client(122);
+      const server = (async () => {
+        let req = await srv.receiveRequest({ timeout: 5000 });
+        for (let i = 0; i < 199; i++) {
+          req = await srv.replyReceive(
+            req.source,
+            { type: req.type * 2, payload: req.payload },
+            { timeout: 5000 },
+          );
+        }
+        await srv.reply(req.source, { type: req.type * 2 });
+      })();
+      const ask = async (c: Dvk, base: number) => {
+        for (let i = 0; i < 100; i++)
+          assert.equal((await c.sendrec(120, { type: base + i }, { timeout: 5000 })).type, (base + i) * 2);
+      };
+      await Promise.all([ask(c1, 1000), ask(c2, 5000)]);
+      await server;
+      // a reply to someone not waiting fails and receives nothing
+      await assert.rejects(srv.replyReceive(121, { type: 1 }), rejectsWith('ENOTWAITING'));
+      await assert.rejects(srv.receiveRequest({ timeout: 0 }), rejectsWith('ETIMEDOUT'));
+    });
+
     test('notify is delivered as a notification with a timestamp', async () => {
       const a = await client(10);
       const b = await client(11);

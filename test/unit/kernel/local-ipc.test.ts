@@ -244,6 +244,34 @@ describe('kernel: sendrec / receiveRequest / reply', () => {
     assert.equal(k.code(2, k.call(2, { op: 'reply', dst: 101, type: 4, payload: bytes() })), 'ENOTWAITING');
   });
 
+  it('replyRecv answers one client and takes the next request in the same call', () => {
+    const { k } = oneNode(3);
+    const c1 = k.call(1, { op: 'sendrec', dst: 103, type: 1, payload: bytes(1) });
+    const rq = k.call(3, { op: 'receiveRequest', nowait: false });
+    assert.equal(msgOf(k.result(3, rq)).source, 101);
+    // nothing else queued yet: the replyRecv blocks after replying
+    const rr = k.call(3, { op: 'replyRecv', dst: 101, type: 10, payload: bytes(7), nowait: false });
+    assert.deepEqual(msgOf(k.result(1, c1)), { source: 103, type: 10, payload: bytes(7), kind: 'send' });
+    assert.equal(k.code(3, rr), undefined);
+    assert.deepEqual(k.kernel.endpoints(1).find((r) => r.ep === 103)?.flags, ['RECEIVING']);
+    const c2 = k.call(2, { op: 'sendrec', dst: 103, type: 2, payload: bytes(2) });
+    assert.deepEqual(msgOf(k.result(3, rr)), { source: 102, type: 2, payload: bytes(2), kind: 'request' });
+    // a failed reply completes the call with its error and receives nothing
+    const bad = k.call(3, { op: 'replyRecv', dst: 101, type: 0, payload: bytes(), nowait: false });
+    assert.equal(k.code(3, bad), 'ENOTWAITING');
+    assert.deepEqual(k.kernel.endpoints(1).find((r) => r.ep === 103)?.flags, ['NOMIGRATE']);
+    // nowait: reply, then ETIMEDOUT when no request is queued
+    const nw = k.call(3, { op: 'replyRecv', dst: 102, type: 20, payload: bytes(), nowait: true });
+    assert.equal(msgOf(k.result(2, c2)).type, 20);
+    assert.equal(k.code(3, nw), 'ETIMEDOUT');
+    // exclusive like any blocking call
+    k.call(3, { op: 'receive', src: ANY, nowait: false });
+    assert.equal(
+      k.code(3, k.call(3, { op: 'replyRecv', dst: 101, type: 0, payload: bytes(), nowait: false })),
+      'EBUSY',
+    );
+  });
+
   it('reply to an endpoint not waiting for us: ENOTWAITING (never served, or waiting for another server)', () => {
     const { k } = oneNode(3);
     assert.equal(k.code(2, k.call(2, { op: 'reply', dst: 101, type: 0, payload: bytes() })), 'ENOTWAITING');

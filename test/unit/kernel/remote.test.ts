@@ -89,6 +89,29 @@ describe('kernel: IPC between nodes', () => {
     assert.equal(a.kernel.endpoints(1).find((x) => x.ep === 101)?.counters.rmtSent, 1);
   });
 
+  it('replyRecv across nodes: the reply goes out unacknowledged and the server receives the next request', () => {
+    const { net, a, b } = pair();
+    const c = a.call(1, { op: 'sendrec', dst: 201, type: 1, payload: bytes(5) });
+    net.run();
+    const rq = b.call(3, { op: 'receiveRequest', nowait: true });
+    assert.equal(msgOf(b.result(3, rq)).source, 101);
+    const rr = b.call(3, { op: 'replyRecv', dst: 101, type: 2, payload: bytes(6), nowait: false });
+    net.run();
+    assert.deepEqual(msgOf(a.result(1, c)), { source: 201, type: 2, payload: bytes(6), kind: 'send' });
+    assert.equal(b.code(3, rr), undefined, 'still waiting for the next request');
+    assert.deepEqual(
+      b.kernel.endpoints(1).find((r) => r.ep === 201)?.flags,
+      ['RECEIVING'],
+      'NOMIGRATE cleared',
+    );
+    const c2 = a.call(2, { op: 'sendrec', dst: 201, type: 3, payload: bytes() });
+    net.run();
+    assert.equal(msgOf(b.result(3, rr)).source, 102);
+    assert.equal(a.code(2, c2), undefined);
+    assert.equal(net.violations.length, 0);
+    assert.equal(b.warnings().length, 0);
+  });
+
   it('sendrec across nodes: request, NOMIGRATE at the server, reply, replyAck', () => {
     const { net, a, b } = pair();
     const c = a.call(1, { op: 'sendrec', dst: 201, type: 1, payload: bytes(5) });

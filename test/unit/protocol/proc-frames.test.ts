@@ -132,6 +132,14 @@ const frames: fc.Arbitrary<ProcFrame> = fc.oneof(
     ahead: u32,
   }),
   fc.record({ op: fc.constant('receiveRequest' as const), callId: u32, nowait: fc.boolean() }),
+  fc.record({
+    op: fc.constant('replyReceive' as const),
+    callId: u32,
+    dst: endpoint,
+    type: i32,
+    payload,
+    nowait: fc.boolean(),
+  }),
   fc.record({ op: fc.constantFrom('notify' as const, 'wakeup' as const), callId: u32, dst: endpoint }),
   fc.record({ op: fc.constant('post' as const), dst: endpoint, type: i32, payload }),
   fc.record({

@@ -7,7 +7,7 @@
  *   their node links.
  * - `etcd`: a 3- or 5-member etcd cluster through the npm `etcd3` client, wrapped.
  *
- * Both pass one compliance suite (test/unit/cluster/compliance.ts). Semantics, as etcd's:
+ * Both pass one compliance suite (test/integration/cluster/compliance.ts). Semantics, as etcd's:
  * - One global revision counter; every successful write transaction increments it once, and every key it
  *   touched gets that revision as its `modRevision`. Reads are linearizable.
  * - `txn(compare, success, failure)` is atomic: all compares are evaluated against the state at one revision;

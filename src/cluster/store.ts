@@ -17,8 +17,10 @@
  * - `watch(prefix, fromRevision)` delivers every event with revision >= fromRevision on keys under `prefix`,
  *   in revision order, grouped per revision, with no gap and no duplicate; if `fromRevision` is older than the
  *   retained history the watch ends with `compacted` (the caller re-lists and watches again).
- * - A write whose outcome is unknown (connection lost after sending) is reported with code ENOTCONN and
- *   `details.ambiguous = true`: recipes make writes idempotent (txn guards) instead of retrying blindly.
+ * - A write whose outcome is unknown is reported with `details.ambiguous = true` and the code of what
+ *   happened: ENOTCONN (connection or leader lost mid-call), ETIMEDOUT (no answer in time) or EABORTED (the
+ *   caller's signal fired while the write was out). Recipes check `details.ambiguous`, not the code, and make
+ *   writes idempotent (txn guards) instead of retrying blindly.
  *
  * Keys are strings (recipes use `/dvs/...` paths); values are bytes. Revisions are numbers (safe below 2^53,
  * far beyond any real store); lease ids are decimal strings (etcd's are random int64).

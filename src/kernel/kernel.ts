@@ -402,7 +402,8 @@ export class Kernel implements KernelApi {
     }
     e.postOut.set(dst, out + 1);
     if (remote) {
-      (e.postAt ??= new Map()).set(dst, d.node);
+      e.postAt ??= new Map();
+      e.postAt.set(dst, d.node);
       e.counters.rmtSent++;
       this.io.toNode(d.node, { t: 'msg', dc: dc.cfg.id, src: e.ep, dst, kind: 'post', op: 0, type, payload });
       return;

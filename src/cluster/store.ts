@@ -129,3 +129,25 @@ export interface ClusterStore {
     onEnd: (why: WatchEnd, err?: Error) => void,
   ): Watch;
 }
+
+/** put() as a one-op transaction, for backends that implement everything through txn(). */
+export async function putViaTxn(
+  store: ClusterStore,
+  key: string,
+  value: Uint8Array,
+  opts: StoreCallOptions & { lease?: string } = {},
+): Promise<number> {
+  const op: TxnOp =
+    opts.lease === undefined ? { op: 'put', key, value } : { op: 'put', key, value, lease: opts.lease };
+  return (await store.txn([], [op], [], opts)).revision;
+}
+
+/** delete() as a one-op transaction, for backends that implement everything through txn(). */
+export async function deleteViaTxn(
+  store: ClusterStore,
+  key: string,
+  opts: StoreCallOptions & { prefix?: boolean } = {},
+): Promise<{ deleted: number; revision: number }> {
+  const r = await store.txn([], [{ op: 'delete', key, prefix: opts.prefix === true }], [], opts);
+  return { deleted: r.results[0]?.kvs.length ?? 0, revision: r.revision };
+}

@@ -19,16 +19,18 @@ import { mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { DvsError, dvsError } from '../../protocol/errors.js';
-import type {
-  ClusterStore,
-  Compare,
-  KeyValue,
-  StoreCallOptions,
-  TxnOp,
-  TxnResult,
-  Watch,
-  WatchEnd,
-  WatchEvent,
+import {
+  type ClusterStore,
+  type Compare,
+  deleteViaTxn,
+  type KeyValue,
+  putViaTxn,
+  type StoreCallOptions,
+  type TxnOp,
+  type TxnResult,
+  type Watch,
+  type WatchEnd,
+  type WatchEvent,
 } from '../store.js';
 import {
   encodeRecord,
@@ -323,22 +325,15 @@ export class EmbeddedStore implements ClusterStore {
     return { kvs, revision };
   }
 
-  async put(
-    key: string,
-    value: Uint8Array,
-    opts: StoreCallOptions & { lease?: string } = {},
-  ): Promise<number> {
-    const op: TxnOp =
-      opts.lease === undefined ? { op: 'put', key, value } : { op: 'put', key, value, lease: opts.lease };
-    return (await this.txn([], [op], [], opts)).revision;
+  put(key: string, value: Uint8Array, opts: StoreCallOptions & { lease?: string } = {}): Promise<number> {
+    return putViaTxn(this, key, value, opts);
   }
 
-  async delete(
+  delete(
     key: string,
     opts: StoreCallOptions & { prefix?: boolean } = {},
   ): Promise<{ deleted: number; revision: number }> {
-    const r = await this.txn([], [{ op: 'delete', key, prefix: opts.prefix === true }], [], opts);
-    return { deleted: r.results[0]!.kvs.length, revision: r.revision };
+    return deleteViaTxn(this, key, opts);
   }
 
   async txn(

@@ -12,6 +12,7 @@ import { mkdtemp } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
+import { freePorts } from '../harness.js';
 
 /** The etcd binary: $ETCD_BIN, else the first `etcd` on PATH or in the usual system dirs. */
 export function findEtcd(): string | undefined {
@@ -36,23 +37,7 @@ export function etcdSkipReason(): string | undefined {
     : undefined;
 }
 
-/** Free loopback TCP ports (bound and released: a tiny race, acceptable on a test machine). */
-export async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: n },
-      () =>
-        new Promise<net.Server>((ok, fail) => {
-          const s = net.createServer();
-          s.once('error', fail);
-          s.listen(0, '127.0.0.1', () => ok(s));
-        }),
-    ),
-  );
-  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((ok) => s.close(ok))));
-  return ports;
-}
+export { freePorts };
 
 /** Poll `fn` until it returns a truthy value or `timeoutMs` passes (then throw with the last error). */
 export async function waitFor<T>(

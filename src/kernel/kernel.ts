@@ -146,6 +146,10 @@ export class Kernel implements KernelApi {
     if (this.findDc(cfg.name) !== undefined)
       throw dvsError('EEXIST', `DC ${cfg.name} exists`, { dc: cfg.id });
     this.dcs.set(cfg.id, new DcState({ ...cfg, nodes: [...cfg.nodes] }));
+    // Peers already linked learned nothing of this DC from us at nodeUp, nor we from them: ask for their lists.
+    for (const n of cfg.nodes) {
+      if (n !== this.nodeId && this.up.has(n)) this.io.toNode(n, { t: 'syncReq', dc: cfg.id });
+    }
   }
 
   removeDc(now: number, id: DcId): number[] {
@@ -429,6 +433,11 @@ export class Kernel implements KernelApi {
     if (node === this.nodeId) return;
     this.down.delete(node);
     this.up.add(node);
+    this.sendSync(node);
+  }
+
+  /** Tell `node` every local endpoint of every DC it shares with us (it replaces what it knew of us). */
+  private sendSync(node: NodeId): void {
     const dcs: { dc: DcId; eps: EpDesc[] }[] = [];
     for (const dc of this.dcs.values()) {
       if (!dc.nodes.has(node)) continue;
@@ -526,6 +535,11 @@ export class Kernel implements KernelApi {
         }
         case 'wakeup': {
           this.onWakeup(node, dc, f);
+          return;
+        }
+        case 'syncReq': {
+          // The sender created a DC we share after our link came up: send it our whole list.
+          this.sendSync(node);
           return;
         }
         case 'bind': {

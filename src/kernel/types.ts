@@ -164,6 +164,7 @@ export const CONTROL_FRAME_TYPES = [
   'bind',
   'unbind',
   'sync',
+  'syncReq',
   'copyReq',
   'copyData',
   'copyAck',

@@ -15,17 +15,9 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { type Logger, pino } from 'pino';
+import { validateDcConfig } from '../cluster/dc-config.js';
 import { Kernel } from '../kernel/index.js';
-import {
-  type DcConfig,
-  type DcId,
-  DEFAULT_MAX_PAYLOAD,
-  DEFAULT_POST_WINDOW,
-  DEFAULT_SYS_ENDPOINTS,
-  type KernelIO,
-  MAX_ENDPOINT,
-  MAX_PAYLOAD_LIMIT,
-} from '../kernel/types.js';
+import { type DcConfig, type DcId, type KernelIO, MAX_ENDPOINT } from '../kernel/types.js';
 import type { AdminMethod, AdminMethods, NodeStatus, ProcessInfo } from '../protocol/admin.js';
 import { DvsError, dvsError } from '../protocol/errors.js';
 import { LinkManager } from '../proxy/links.js';
@@ -33,6 +25,9 @@ import { LocalServer } from './local-server.js';
 import { createRegistry, MetricsServer } from './metrics.js';
 import type { NodeOptions } from './options.js';
 import { ProcessManager } from './processes.js';
+
+/** Moved to src/cluster/dc-config.ts so the cluster services can use it without the daemon. */
+export { validateDcConfig } from '../cluster/dc-config.js';
 
 /** Version reported by `status` (kept in step with package.json by a unit test). */
 export const VERSION = '0.1.0';
@@ -407,29 +402,4 @@ function stringParam(v: unknown, what: string, maxLen: number): string {
     throw dvsError('EINVAL', `${what} must be a string of 1..${maxLen} characters`);
   }
   return v;
-}
-
-/** Validate a DcConfig from the wire, filling defaults. */
-export function validateDcConfig(v: unknown): DcConfig {
-  if (typeof v !== 'object' || v === null) throw dvsError('EINVAL', 'config must be an object');
-  const o = v as Record<string, unknown>;
-  const id = numberParam(o.id, 'dc id', 1, 65535);
-  const name = stringParam(o.name, 'dc name', 32);
-  if (!/^[A-Za-z][A-Za-z0-9_-]*$/.test(name)) {
-    throw dvsError('EINVAL', `bad DC name '${name}': letters, digits, '_' and '-', starting with a letter`);
-  }
-  if (!Array.isArray(o.nodes) || o.nodes.length === 0)
-    throw dvsError('EINVAL', 'nodes must be a non-empty list');
-  const nodes = [...new Set(o.nodes.map((n) => numberParam(n, 'node id', 0, 65535)))].sort((a, b) => a - b);
-  const maxPayload =
-    o.maxPayload === undefined
-      ? DEFAULT_MAX_PAYLOAD
-      : numberParam(o.maxPayload, 'maxPayload', 1, MAX_PAYLOAD_LIMIT);
-  const sysEndpoints =
-    o.sysEndpoints === undefined
-      ? DEFAULT_SYS_ENDPOINTS
-      : numberParam(o.sysEndpoints, 'sysEndpoints', 0, 1 << 20);
-  const postWindow =
-    o.postWindow === undefined ? DEFAULT_POST_WINDOW : numberParam(o.postWindow, 'postWindow', 1, 1 << 20);
-  return { id, name, nodes, maxPayload, sysEndpoints, postWindow };
 }

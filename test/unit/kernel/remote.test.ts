@@ -22,28 +22,24 @@ describe('kernel: directory between nodes', () => {
   it('a DC created after the link came up asks the linked peers for their endpoints (syncReq)', () => {
     const net = new Net([1, 2]);
     net.connect(); // links up before any DC exists: the syncs carry nothing
-    net
-      .n(2)
-      .kernel.createDc({
-        id: 1,
-        name: 'late',
-        nodes: [1, 2],
-        maxPayload: 64,
-        sysEndpoints: 8,
-        postWindow: 4,
-      });
+    net.n(2).kernel.createDc({
+      id: 1,
+      name: 'late',
+      nodes: [1, 2],
+      maxPayload: 64,
+      sysEndpoints: 8,
+      postWindow: 4,
+    });
     net.n(2).attach(3, 1, 201); // the bind broadcast is dropped at node 1, which has no DC 1 yet
     net.run();
-    net
-      .n(1)
-      .kernel.createDc({
-        id: 1,
-        name: 'late',
-        nodes: [1, 2],
-        maxPayload: 64,
-        sysEndpoints: 8,
-        postWindow: 4,
-      });
+    net.n(1).kernel.createDc({
+      id: 1,
+      name: 'late',
+      nodes: [1, 2],
+      maxPayload: 64,
+      sysEndpoints: 8,
+      postWindow: 4,
+    });
     net.run();
     assert.deepEqual(
       net

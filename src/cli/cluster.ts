@@ -149,6 +149,29 @@ export async function callEach<M extends AdminMethod>(
   );
 }
 
+/**
+ * With a cluster store any node answers for the cluster: call `method` on the first node whose socket
+ * answers (in id order). Errors from a daemon that answered are final; ENOTCONN only if none answered.
+ */
+export async function callAny<M extends AdminMethod>(
+  cluster: ClusterFile,
+  method: M,
+  params: AdminMethods[M]['params'],
+  timeoutMs = CALL_TIMEOUT_MS,
+): Promise<{ node: ClusterNode; value: AdminMethods[M]['result'] }> {
+  let last: DvsError | undefined;
+  for (const node of cluster.nodes) {
+    try {
+      return { node, value: await callNode(node, method, params, timeoutMs) };
+    } catch (e) {
+      const err = DvsError.from(e);
+      if (err.code !== 'ENOTCONN' || !err.message.includes('is not answering')) throw err;
+      last = err;
+    }
+  }
+  throw last ?? dvsError('ENOTCONN', 'no node of the cluster is answering');
+}
+
 /** The cluster node with id `id`; ENOENT naming the known ids otherwise. */
 export function nodeById(cluster: ClusterFile, id: number): ClusterNode {
   const n = cluster.nodes.find((x) => x.id === id);

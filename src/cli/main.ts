@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from '@commander-js/extra-typings';
 import { down, up } from './commands/cluster.js';
-import { dcCreate, dcList, dcRemove } from './commands/dc.js';
+import { dcCreate, dcList, dcNodes, dcRemove } from './commands/dc.js';
 import { nodeStart } from './commands/node.js';
 import { epList, kill, logs, run } from './commands/proc.js';
 import { status } from './commands/status.js';
@@ -29,6 +29,7 @@ import {
   portArg,
   resolveClusterDir,
   signalArg,
+  storeArg,
 } from './parse.js';
 
 /** Absolute path of this module: `dvs up` starts daemons by running it again. */
@@ -122,10 +123,17 @@ export function buildProgram(io: Io, result: { code: number }): Command {
       new Option('--timeout <MS>', 'how long to wait for nodes and links').default(20_000).argParser(msArg),
     )
     .addOption(new Option('--log-level <L>', 'daemon log level').argParser(logLevelArg))
+    .option(
+      '--store <S>',
+      'cluster store: embedded (node 0 hosts it) or etcd://H:P[,H:P...] (an etcd already running)',
+      storeArg,
+    )
     .addHelpText(
       'after',
       examples([
         'dvs up                              # 3 nodes, foreground; Ctrl-C stops them',
+        'dvs up --store embedded --detach    # node 0 hosts the cluster store, the others use it',
+        'dvs up --store etcd://127.0.0.1:2379 --detach',
         'dvs up --nodes 5 --detach           # 5 nodes in the background (stop with dvs down)',
         'dvs up --dir /tmp/c1 --base-port 7000 --detach',
         '',
@@ -140,6 +148,7 @@ export function buildProgram(io: Io, result: { code: number }): Command {
           timeoutMs: o.timeout,
           ...(o.basePort !== undefined ? { basePort: o.basePort } : {}),
           ...(o.logLevel !== undefined ? { logLevel: o.logLevel } : {}),
+          ...(o.store !== undefined ? { store: o.store } : {}),
         }),
       ),
     );
@@ -174,11 +183,18 @@ export function buildProgram(io: Io, result: { code: number }): Command {
     .option('--dead-after-ms <MS>', 'declare a silent peer dead after this long', intArg(10, 3_600_000))
     .option('--log-level <L>', 'fatal|error|warn|info|debug|trace|silent', logLevelArg)
     .option('--log-file <F>', 'write the JSON log here (default stderr)')
+    .option(
+      '--store <S>',
+      'cluster store: embedded (hosted here), embedded:<ID> (hosted by node ID), etcd://H:P[,H:P...]',
+      storeArg,
+    )
     .addHelpText(
       'after',
       examples([
         'dvs node start --node-id 0 --listen 127.0.0.1:7000 --socket /tmp/n0/dvk.sock --data /tmp/n0 \\',
         '    --peers 0=127.0.0.1:7000,1=127.0.0.1:7001',
+        'dvs node start --node-id 1 --listen 10.0.0.2:7000 --socket /run/dvs/dvk.sock --data /var/lib/dvs \\',
+        '    --peers 0=10.0.0.1:7000,1=10.0.0.2:7000,2=10.0.0.3:7000 --store etcd://10.0.0.1:2379,10.0.0.2:2379',
         '',
         'dvs up does this for every node of a local cluster.',
       ]),
@@ -231,6 +247,20 @@ export function buildProgram(io: Io, result: { code: number }): Command {
     .option('--json', 'machine-readable output', false)
     .addHelpText('after', examples(['dvs dc rm demo']))
     .action((name, o) => act(dcRemove(ctx, name, o)));
+  dc.command('add-node')
+    .description('add a node to a DC (needs a cluster store: dvs up --store)')
+    .argument('<NAME>', 'DC name or id', dcRefArg)
+    .argument('<NODE>', 'node id', nodeIdArg)
+    .option('--json', 'print the new DC configuration as JSON', false)
+    .addHelpText('after', examples(['dvs dc add-node demo 2']))
+    .action((name, node, o) => act(dcNodes(ctx, 'add', name, node, o)));
+  dc.command('rm-node')
+    .description('remove a node from a DC; its processes there are stopped (needs a cluster store)')
+    .argument('<NAME>', 'DC name or id', dcRefArg)
+    .argument('<NODE>', 'node id', nodeIdArg)
+    .option('--json', 'print the new DC configuration as JSON', false)
+    .addHelpText('after', examples(['dvs dc rm-node demo 2']))
+    .action((name, node, o) => act(dcNodes(ctx, 'rm', name, node, o)));
 
   program
     .command('run')

@@ -7,7 +7,9 @@ import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { InvalidArgumentError } from '@commander-js/extra-typings';
 import type { NodeId } from '../kernel/types.js';
+import { parseStoreSpec } from '../node/store-spec.js';
 import type { PeerConfig } from '../protocol/admin.js';
+import { DvsError } from '../protocol/errors.js';
 
 /** A parser for an integer option within [min, max]. */
 export function intArg(min: number, max: number): (value: string) => number {
@@ -20,6 +22,16 @@ export function intArg(min: number, max: number): (value: string) => number {
     }
     return n;
   };
+}
+
+/** `--store`: embedded, embedded:<node id> or etcd://host:port[,...]; returned as given. */
+export function storeArg(value: string): string {
+  try {
+    parseStoreSpec(value);
+  } catch (e) {
+    throw new InvalidArgumentError(e instanceof DvsError ? `${e.message}.` : String(e));
+  }
+  return value;
 }
 
 /** Node ids: 0..65535. */

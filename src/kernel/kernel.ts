@@ -37,6 +37,7 @@ import {
   type Endpoint,
   type EndpointInfo,
   type KernelApi,
+  type KernelClusterApi,
   type KernelIO,
   MAX_ENDPOINT,
   MAX_PAYLOAD_LIMIT,
@@ -45,6 +46,7 @@ import {
   type NodeId,
   type ProcId,
   type Received,
+  type RemoteBinding,
 } from './types.js';
 import { CopyEngine } from './vcopy.js';
 
@@ -89,7 +91,7 @@ function fail(code: ErrorCode, message?: string): CallResult {
  * k.attach(now, proc, 1, 100, { pid: 4242 });
  * k.call(now, proc, 1, { op: 'receive', src: ANY, nowait: false });
  */
-export class Kernel implements KernelApi {
+export class Kernel implements KernelApi, KernelClusterApi {
   readonly nodeId: NodeId;
   private readonly io: KernelIO;
   private readonly dcs = new Map<DcId, DcState>();
@@ -122,6 +124,70 @@ export class Kernel implements KernelApi {
   // ───────────────────────────── DCs ─────────────────────────────
 
   createDc(cfg: DcConfig): void {
+    this.checkDcConfig(cfg);
+    if (this.dcs.has(cfg.id)) throw dvsError('EEXIST', `DC ${cfg.id} exists`, { dc: cfg.id });
+    if (this.findDc(cfg.name) !== undefined)
+      throw dvsError('EEXIST', `DC ${cfg.name} exists`, { dc: cfg.id });
+    this.dcs.set(cfg.id, new DcState({ ...cfg, nodes: [...cfg.nodes] }));
+    // Peers already linked learned nothing of this DC from us at nodeUp, nor we from them: ask for their lists.
+    for (const n of cfg.nodes) {
+      if (n !== this.nodeId && this.up.has(n)) this.io.toNode(n, { t: 'syncReq', dc: cfg.id });
+    }
+  }
+
+  updateDc(now: number, cfg: DcConfig): void {
+    const dc = this.needDc(cfg.id);
+    this.checkDcConfig(cfg);
+    if (cfg.name !== dc.cfg.name) {
+      throw dvsError('EINVAL', `DC ${cfg.id} is named ${dc.cfg.name}, not ${cfg.name}`, { dc: cfg.id });
+    }
+    const before = dc.nodes;
+    dc.cfg = { ...cfg, nodes: [...cfg.nodes] };
+    dc.nodes = new Set(cfg.nodes);
+    for (const n of before) {
+      if (!dc.nodes.has(n)) this.dropNodeFromDc(now, dc, n);
+    }
+    // Nodes that joined and are linked: ask for their lists (as createDc does); they ask us from their side.
+    for (const n of dc.nodes) {
+      if (n !== this.nodeId && !before.has(n) && this.up.has(n))
+        this.io.toNode(n, { t: 'syncReq', dc: cfg.id });
+    }
+  }
+
+  /** `node` left `dc`: what we knew of its endpoints is unbound, posts towards it are reported failed. */
+  private dropNodeFromDc(_now: number, dc: DcState, node: NodeId): void {
+    const why = `node ${node} left DC ${dc.cfg.name}`;
+    for (const e of [...dc.eps.values()]) {
+      if (e.isLocal) {
+        if (e.postOut !== null && e.postAt !== null && e.proc !== null) {
+          for (const [dst, n] of [...e.postOut]) {
+            if (e.postAt.get(dst) !== node) continue;
+            settlePosts(e, dst, n);
+            if (n > 0) this.io.toProc(e.proc.id, { ev: 'postFailed', dst, code: 'EDSTDIED', n });
+          }
+        }
+        continue;
+      }
+      if (e.node !== node) continue;
+      if (e.kind === 'backup') {
+        this.releaseRemote(e);
+        continue;
+      }
+      this.unbindRemote(e);
+    }
+    // Remote operations of local callers towards that node that no endpoint entry covered any more.
+    for (const c of [...this.ops.values()]) {
+      if (c.ep.dc === dc && c.node === node)
+        this.finish(c, fail(c.kind === 'request' ? 'ESRCDIED' : 'EDSTDIED', why));
+    }
+    const rs = this.replies.get(node);
+    if (rs !== undefined) {
+      for (const c of [...rs.values()]) if (c.ep.dc === dc) this.finish(c, fail('EDSTDIED', why));
+    }
+  }
+
+  /** EINVAL unless `cfg` is a well-formed DC config that includes this node. */
+  private checkDcConfig(cfg: DcConfig): void {
     const okId = Number.isInteger(cfg.id) && cfg.id >= 1 && cfg.id <= 65535;
     const okNodes =
       Array.isArray(cfg.nodes) && cfg.nodes.every((n) => Number.isInteger(n) && n >= 0 && n <= 65535);
@@ -142,14 +208,6 @@ export class Kernel implements KernelApi {
     ) {
       throw dvsError('EINVAL', `bad DC config for ${String(cfg.name)}`, { dc: cfg.id });
     }
-    if (this.dcs.has(cfg.id)) throw dvsError('EEXIST', `DC ${cfg.id} exists`, { dc: cfg.id });
-    if (this.findDc(cfg.name) !== undefined)
-      throw dvsError('EEXIST', `DC ${cfg.name} exists`, { dc: cfg.id });
-    this.dcs.set(cfg.id, new DcState({ ...cfg, nodes: [...cfg.nodes] }));
-    // Peers already linked learned nothing of this DC from us at nodeUp, nor we from them: ask for their lists.
-    for (const n of cfg.nodes) {
-      if (n !== this.nodeId && this.up.has(n)) this.io.toNode(n, { t: 'syncReq', dc: cfg.id });
-    }
   }
 
   removeDc(now: number, id: DcId): number[] {
@@ -160,7 +218,7 @@ export class Kernel implements KernelApi {
       if (e.pid >= 0) pids.push(e.pid);
       this.unbindLocal(now, e, 'ENOTBOUND');
     }
-    for (const e of [...dc.eps.values()]) this.forgetRemote(e);
+    for (const e of [...dc.eps.values()]) this.releaseRemote(e);
     this.dcs.delete(id);
     return pids;
   }
@@ -205,7 +263,7 @@ export class Kernel implements KernelApi {
       }
       // A backup routes like a remote entry (traffic goes to the primary); it is not announced.
       e = existing ?? new Ep(dc, ep, opts.name ?? `ep${ep}`, 'backup', primary, opts.pid);
-      this.forgetRemote(e);
+      this.releaseRemote(e);
       e.kind = 'backup';
       e.node = primary;
       e.pid = opts.pid;
@@ -227,7 +285,7 @@ export class Kernel implements KernelApi {
       }
       // A local replica takes over from what we knew of a replica elsewhere.
       e = existing;
-      this.forgetRemote(e);
+      this.releaseRemote(e);
       e.kind = 'replica';
       e.node = this.nodeId;
       e.pid = opts.pid;
@@ -430,6 +488,8 @@ export class Kernel implements KernelApi {
   // ───────────────────────────── links ─────────────────────────────
 
   nodeUp(_now: number, node: NodeId): void {
+    // A repeat (membership and the link layer both report it) just sends the sync again: the peer applies a
+    // sync as a replacement of what it knew of us, so the outcome is the same.
     if (node === this.nodeId) return;
     this.down.delete(node);
     this.up.add(node);
@@ -451,7 +511,8 @@ export class Kernel implements KernelApi {
   }
 
   nodeDown(_now: number, node: NodeId): void {
-    if (node === this.nodeId) {
+    // Already down (membership and the link layer both report it): everything waiting on it has failed.
+    if (node === this.nodeId || (this.down.has(node) && !this.up.has(node))) {
       return;
     }
     this.up.delete(node);
@@ -468,7 +529,7 @@ export class Kernel implements KernelApi {
           if (e.node !== node) continue;
           e.nodeDown = true;
           // Its queued sends here are dropped (posts stay: they were accepted) and its requests forgotten.
-          this.forgetRemote(e);
+          this.releaseRemote(e);
           continue;
         }
         const r = e.recv;
@@ -488,6 +549,33 @@ export class Kernel implements KernelApi {
       }
     }
     this.copy.nodeDown(node);
+  }
+
+  // ───────────────────────────── directory ─────────────────────────────
+
+  learnRemote(_now: number, dcId: DcId, ep: Endpoint, node: NodeId, info: RemoteBinding): void {
+    const dc = this.dcs.get(dcId);
+    if (dc === undefined || node === this.nodeId || !isEp(ep)) return;
+    if (!dc.nodes.has(node)) {
+      this.warn('directory names a node outside the DC', node, { dc: dcId, ep });
+      return;
+    }
+    this.learn(dc, node, { ep, kind: info.kind, name: info.name, pid: info.pid });
+    // learn() assumes a live sender (a frame just came from it); the directory may speak of a node we
+    // consider down, and that must stay visible until its link comes back.
+    const e = dc.eps.get(ep);
+    if (e !== undefined && !e.isLocal) e.nodeDown = this.down.has(node);
+  }
+
+  forgetRemote(_now: number, dcId: DcId, ep: Endpoint, node: NodeId): void {
+    const dc = this.dcs.get(dcId);
+    const e = dc?.eps.get(ep);
+    if (dc === undefined || e === undefined || e.isLocal || e.node !== node) return;
+    if (e.kind === 'backup') {
+      this.releaseRemote(e);
+      return;
+    }
+    this.unbindRemote(e);
   }
 
   fromNode(now: number, node: NodeId, f: NodeFrame): void {
@@ -1160,13 +1248,14 @@ export class Kernel implements KernelApi {
         this.finish(r, fail('ESRCDIED', `endpoint ${e.ep} died`));
     }
     this.broadcast(dc, { t: 'unbind', dc: dc.cfg.id, ep: e.ep });
+    this.io.onLocalUnbind?.(dc.cfg.id, e.ep);
   }
 
   /** Remote entry `e` is gone (unbind frame, or missing from a sync): wake whoever waited on it. */
   private unbindRemote(e: Ep): void {
     const dc = e.dc;
     dc.eps.delete(e.ep);
-    this.forgetRemote(e);
+    this.releaseRemote(e);
     const why = `endpoint ${e.ep} died`;
     for (const c of this.ops.values()) {
       if (c.ep.dc !== dc || c.peer !== e.ep || c.node !== e.node) continue;
@@ -1180,7 +1269,7 @@ export class Kernel implements KernelApi {
   }
 
   /** Drop what this node holds on behalf of remote entry `e`: its queued send/request, its pending reply. */
-  private forgetRemote(e: Ep): void {
+  private releaseRemote(e: Ep): void {
     if (e.isLocal) return;
     const dc = e.dc;
     if (e.sendTo !== NONE) {
@@ -1338,7 +1427,7 @@ export class Kernel implements KernelApi {
         if (d === undefined) {
           dc.eps.set(c.peer, new Ep(dc, c.peer, 'remote', 'remote', to, -1));
         } else if (d.kind === 'remote') {
-          this.forgetRemote(d);
+          this.releaseRemote(d);
           d.node = to;
           d.nodeDown = false;
         }
@@ -1441,7 +1530,7 @@ export class Kernel implements KernelApi {
         const d = dc.eps.get(src);
         if (d === undefined) dc.eps.set(src, new Ep(dc, src, 'remote', 'remote', to, -1));
         else if (d.kind === 'remote' && d.node === node) {
-          this.forgetRemote(d);
+          this.releaseRemote(d);
           d.node = to;
           d.nodeDown = false;
         }
@@ -1514,7 +1603,7 @@ export class Kernel implements KernelApi {
     if (e === undefined || e.isLocal || e.node !== node) return;
     if (e.kind === 'backup') {
       // The primary died; the backup stays (promotion is a later step).
-      this.forgetRemote(e);
+      this.releaseRemote(e);
       return;
     }
     this.unbindRemote(e);
@@ -1569,7 +1658,7 @@ export class Kernel implements KernelApi {
     }
     if (e.node !== node) {
       // It moved (or our knowledge was stale): what we held for the old location no longer applies.
-      this.forgetRemote(e);
+      this.releaseRemote(e);
       e.node = node;
     }
     e.name = desc.name;
@@ -1578,6 +1667,7 @@ export class Kernel implements KernelApi {
 
   private broadcastBind(e: Ep): void {
     this.broadcast(e.dc, { t: 'bind', dc: e.dc.cfg.id, ep: e.ep, kind: e.kind, name: e.name, pid: e.pid });
+    this.io.onLocalBind?.(e.dc.cfg.id, e.ep, { kind: e.kind, name: e.name, pid: e.pid });
   }
 
   private broadcast(dc: DcState, f: ControlFrame): void {

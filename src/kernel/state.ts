@@ -10,8 +10,9 @@ export const NONE = -1;
 
 /** A DC as this node knows it. */
 export class DcState {
-  readonly cfg: DcConfig;
-  readonly nodes: ReadonlySet<NodeId>;
+  /** Replaced as a whole by Kernel.updateDc (the id and name never change). */
+  cfg: DcConfig;
+  nodes: ReadonlySet<NodeId>;
   /** Every bound endpoint this node knows of: local ones and remote ones (learned from peers). */
   readonly eps = new Map<Endpoint, Ep>();
 

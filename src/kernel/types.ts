@@ -172,6 +172,9 @@ export const CONTROL_FRAME_TYPES = [
   // Added with the kernel (src/kernel/frames.ts documents every control frame):
   'copyAbort',
   'postFail',
+  // Added with the cluster store: RemoteStore/StoreServer bytes between a node and the node hosting the
+  // embedded store (`{t:'store', dc:0, c, b}`). The daemon takes these before the kernel sees them.
+  'store',
 ] as const;
 export type ControlFrameType = (typeof CONTROL_FRAME_TYPES)[number];
 
@@ -185,6 +188,20 @@ export interface KernelIO {
   toNode(node: NodeId, frame: NodeFrame): void;
   /** A diagnostic for the operator (a rejected frame, a protocol violation); the driver logs it. */
   log(level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>): void;
+  /**
+   * Optional: an endpoint was bound on this node (self, local, replica; re-announced when its name changes).
+   * The daemon records it in the cluster directory. Must not call back into the kernel synchronously.
+   */
+  onLocalBind?(dc: DcId, ep: Endpoint, info: { kind: BindKind; name: string; pid: number }): void;
+  /** Optional: a local endpoint was unbound (exit, detach, unbind, DC removed). Same rule as onLocalBind. */
+  onLocalUnbind?(dc: DcId, ep: Endpoint): void;
+}
+
+/** What the directory (or a peer's bind frame) says about an endpoint that lives on another node. */
+export interface RemoteBinding {
+  kind: BindKind;
+  name: string;
+  pid: number;
 }
 
 /** One row of `dvs ep ls`: the prototype's procs table. */
@@ -278,9 +295,11 @@ export interface KernelApi {
   /** Answer to a `grantWrite` event. */
   grantWritten(now: number, proc: ProcId, xfer: number, code: ErrorCode | null): void;
 
-  /** The link to `node` is up (first time, or after it was declared down). The kernel sends its sync. */
+  /** The link to `node` is up (first time, or after it was declared down). The kernel sends its sync.
+   *  Idempotent: a repeat only sends the sync again, which the peer applies as a replacement. */
   nodeUp(now: number, node: NodeId): void;
-  /** `node` is declared dead (or restarted): every operation waiting on it fails with ENOTCONN. */
+  /** `node` is declared dead (or restarted): every operation waiting on it fails with ENOTCONN.
+   *  Idempotent: membership and the link layer may both report the same death. */
   nodeDown(now: number, node: NodeId): void;
   /** A frame from the kernel of `node`. Checked before use; a bad frame is logged and dropped (or nacked). */
   fromNode(now: number, node: NodeId, frame: NodeFrame): void;
@@ -289,4 +308,30 @@ export interface KernelApi {
   endpoints(dc: DcId): EndpointInfo[];
   /** The endpoint bound to session `proc`, if attached. */
   procEndpoint(proc: ProcId): { dc: DcId; ep: Endpoint } | undefined;
+}
+
+/**
+ * What the daemon calls on a kernel when the node runs with a cluster store (DcRegistry and Directory
+ * watches). Kept apart from {@link KernelApi} so drivers and fakes without a store need not implement it;
+ * the real Kernel implements both.
+ */
+export interface KernelClusterApi {
+  /**
+   * Apply a new configuration of a hosted DC (same id and name; node set and limits may change). Remote
+   * endpoints at nodes no longer in the DC are unbound (peers waiting on them get died errors). ENOENT if
+   * unknown, EINVAL on a bad config or one that no longer includes this node (use removeDc).
+   */
+  updateDc(now: number, cfg: DcConfig): void;
+  /**
+   * The cluster directory says `ep` of `dc` is bound at `node` (another node of the DC): the same knowledge
+   * a `bind` frame carries. Idempotent. Ignored for an unknown DC (the daemon replays the directory when the
+   * DC arrives), this node, and (logged) a node outside the DC or an endpoint bound here. A frame that
+   * reaches a stale location is still bounced with EMOVED.
+   */
+  learnRemote(now: number, dc: DcId, ep: Endpoint, node: NodeId, info: RemoteBinding): void;
+  /**
+   * The cluster directory says `ep` of `dc` is no longer bound at `node`: as an `unbind` frame from it.
+   * Idempotent; ignored unless this node knows `ep` at `node`.
+   */
+  forgetRemote(now: number, dc: DcId, ep: Endpoint, node: NodeId): void;
 }

@@ -17,14 +17,16 @@ import { dirname } from 'node:path';
 import { type Logger, pino } from 'pino';
 import { validateDcConfig } from '../cluster/dc-config.js';
 import { Kernel } from '../kernel/index.js';
-import { type DcConfig, type DcId, type KernelIO, MAX_ENDPOINT } from '../kernel/types.js';
+import { type DcConfig, type DcId, type KernelIO, MAX_ENDPOINT, type NodeId } from '../kernel/types.js';
 import type { AdminMethod, AdminMethods, NodeStatus, ProcessInfo } from '../protocol/admin.js';
 import { DvsError, dvsError } from '../protocol/errors.js';
 import { LinkManager } from '../proxy/links.js';
+import { ClusterWiring } from './cluster.js';
 import { LocalServer } from './local-server.js';
 import { createRegistry, MetricsServer } from './metrics.js';
 import type { NodeOptions } from './options.js';
 import { ProcessManager } from './processes.js';
+import { parseStoreSpec } from './store-spec.js';
 
 /** Moved to src/cluster/dc-config.ts so the cluster services can use it without the daemon. */
 export { validateDcConfig } from '../cluster/dc-config.js';
@@ -68,6 +70,10 @@ class Daemon implements NodeDaemon {
   private readonly links: LinkManager;
   private readonly processes: ProcessManager;
   private readonly metrics: MetricsServer | undefined;
+  /** The cluster store and its services; undefined without `--store` (the default path). */
+  private readonly cluster: ClusterWiring | undefined;
+  /** Nodes whose link the link layer reports up. */
+  private readonly linksUp = new Set<NodeId>();
   private stopping: Promise<void> | undefined;
   private resolveStopped!: () => void;
 
@@ -90,6 +96,11 @@ class Daemon implements NodeDaemon {
       toNode: (node, frame) => this.links.send(node, frame),
       log: (level, msg, fields) => this.logger[level]({ component: 'kernel', ...fields }, msg),
     };
+    if (opts.store !== undefined) {
+      // The directory hooks exist only with a store: the default path is unchanged.
+      io.onLocalBind = (dc, ep, info) => this.cluster?.localBind(dc, ep, info);
+      io.onLocalUnbind = (dc, ep) => this.cluster?.localUnbind(dc, ep);
+    }
     this.kernel = new Kernel({ nodeId: opts.nodeId, io });
 
     this.processes = new ProcessManager({
@@ -114,17 +125,47 @@ class Daemon implements NodeDaemon {
       deadAfterMs: opts.deadAfterMs ?? 3000,
       logger: this.logger,
       handlers: {
-        frame: (node, frame) => this.kernel.fromNode(Date.now(), node, frame),
+        frame: (node, frame) => {
+          // Cluster store traffic rides the link but is not the kernel's business.
+          if (frame.t === 'store') this.cluster?.onStoreFrame(node, frame);
+          else this.kernel.fromNode(Date.now(), node, frame);
+        },
         nodeUp: (node) => {
           this.logger.info({ peer: node }, 'node up');
+          this.linksUp.add(node);
           this.kernel.nodeUp(Date.now(), node);
+          this.cluster?.linkUp(node);
         },
         nodeDown: (node) => {
           this.logger.warn({ peer: node }, 'node down');
+          this.linksUp.delete(node);
           this.kernel.nodeDown(Date.now(), node);
+          this.cluster?.linkDown(node);
         },
       },
     });
+    if (opts.store !== undefined) {
+      const deadAfterMs = opts.deadAfterMs ?? 3000;
+      // The lease TTL follows the link's dead time, so the store and the links agree on detection time.
+      const ttlSeconds = Math.max(1, Math.ceil(deadAfterMs / 1000));
+      this.cluster = new ClusterWiring({
+        spec: parseStoreSpec(opts.store),
+        text: opts.store,
+        nodeId: opts.nodeId,
+        name: this.name,
+        incarnation: this.incarnation,
+        dataDir: opts.dataDir,
+        kernel: this.kernel,
+        logger: this.logger,
+        sendFrame: (node, frame) => this.links.send(node, frame),
+        peerAddress: (node) => opts.peers.find((p) => p.id === node)?.address,
+        linkUp: (node) => this.linksUp.has(node),
+        stopDcProcesses: (dc) => this.stopDcProcesses(dc),
+        ttlSeconds,
+        takeoverWaitMs: opts.storeTakeoverWaitMs ?? ttlSeconds * 1000 + 1000,
+        address: () => this.links.address,
+      });
+    }
     this.metrics = opts.metrics
       ? new MetricsServer(
           opts.metrics,
@@ -147,6 +188,9 @@ class Daemon implements NodeDaemon {
     await this.processes.start();
     await this.local.start();
     await this.links.start();
+    // After the links: a store hosted by another node is reached over them, and the registration carries
+    // the bound link address.
+    await this.cluster?.start();
     await this.metrics?.start();
     this.logger.info(
       {
@@ -155,6 +199,7 @@ class Daemon implements NodeDaemon {
         metrics: this.metrics?.address ?? null,
         incarnation: this.incarnation,
         peers: this.opts.peers.length,
+        store: this.opts.store ?? null,
       },
       'node started',
     );
@@ -170,6 +215,7 @@ class Daemon implements NodeDaemon {
     // Reverse of start; every step runs even if an earlier one failed.
     const steps: [string, () => Promise<void>][] = [
       ['metrics', async () => this.metrics?.stop()],
+      ['cluster store', async () => this.cluster?.stop()],
       ['processes', () => this.processes.stop()],
       ['links', () => this.links.stop()],
       ['local socket', () => this.local.stop()],
@@ -204,6 +250,7 @@ class Daemon implements NodeDaemon {
       links: this.links.info(),
       dcs: this.kernel.listDcs().length,
       endpoints: eps.local,
+      ...(this.cluster ? { cluster: this.cluster.status() } : {}),
     };
   }
 
@@ -256,6 +303,7 @@ class Daemon implements NodeDaemon {
       case 'status':
         return this.status();
       case 'dc.create': {
+        if (this.cluster) return this.storeDcCreate(p.config);
         const cfg = validateDcConfig(p.config);
         if (!cfg.nodes.includes(this.nodeId)) {
           throw dvsError('EINVAL', `DC '${cfg.name}' does not include node ${this.nodeId}`);
@@ -265,6 +313,14 @@ class Daemon implements NodeDaemon {
         return cfg;
       }
       case 'dc.remove': {
+        if (this.cluster) {
+          const removed = await this.cluster.registry.remove(dcRef(p.dc), { signal });
+          this.logger.info({ dc: removed.id, name: removed.name }, 'dc removed from the store');
+          const killed = removed.nodes.includes(this.nodeId)
+            ? await this.cluster.localRemoval(removed.id, 5000)
+            : [];
+          return { killed } satisfies AdminMethods['dc.remove']['result'];
+        }
         const dc = this.dc(dcRef(p.dc));
         const pids = this.kernel.removeDc(Date.now(), dc.id);
         const killed: number[] = [];
@@ -276,6 +332,20 @@ class Daemon implements NodeDaemon {
         }
         this.logger.info({ dc: dc.id, name: dc.name, pids, killed }, 'dc removed');
         return { killed } satisfies AdminMethods['dc.remove']['result'];
+      }
+      case 'dc.addNode':
+      case 'dc.rmNode': {
+        if (!this.cluster) {
+          throw dvsError('EINVAL', `${method} needs a cluster store (start the nodes with --store)`);
+        }
+        const node = numberParam(p.node, 'node', 0, 65535);
+        const ref = dcRef(p.dc);
+        const cfg =
+          method === 'dc.addNode'
+            ? await this.cluster.registry.addNode(ref, node, { signal })
+            : await this.cluster.registry.rmNode(ref, node, { signal });
+        this.logger.info({ dc: cfg.id, name: cfg.name, nodes: cfg.nodes }, `${method} written to the store`);
+        return cfg;
       }
       case 'dc.list':
         return this.kernel.listDcs();
@@ -328,6 +398,31 @@ class Daemon implements NodeDaemon {
       default:
         throw dvsError('EINVAL', `unknown admin method '${String(method)}'`);
     }
+  }
+
+  /** dc.create with a store: write the registry (any node answers), then wait briefly for our own watch. */
+  private async storeDcCreate(config: unknown): Promise<DcConfig> {
+    const o = { ...((config ?? {}) as Record<string, unknown>) };
+    const allocate = o.id === undefined || o.id === 0;
+    // Validated with a stand-in id when the store is to allocate one.
+    const cfg = validateDcConfig({ ...o, id: allocate ? 1 : o.id });
+    const { id: _id, ...rest } = cfg;
+    const created = await this.cluster!.registry.create(allocate ? rest : cfg);
+    this.logger.info({ dc: created.id, name: created.name, nodes: created.nodes }, 'dc created in the store');
+    if (created.nodes.includes(this.nodeId)) await this.cluster!.awaitLocalDc(created.id, true, 2000);
+    return created;
+  }
+
+  /** Stop what dvs run started in a DC that this node no longer hosts (the kernel already unbound it). */
+  private async stopDcProcesses(dc: DcId): Promise<number[]> {
+    const killed: number[] = [];
+    for (const info of this.processes.list(dc)) {
+      if (info.exit === null) {
+        await this.processes.kill(dc, info.ep, 'SIGTERM', 2000);
+        killed.push(info.pid);
+      }
+    }
+    return killed;
   }
 
   private async run(p: Record<string, unknown>): Promise<ProcessInfo> {

@@ -9,6 +9,7 @@
  * DIR/node<N>/daemon.log      node N's structured log (pino JSON lines)
  * DIR/node<N>/daemon.pid      node N's daemon pid
  * DIR/node<N>/logs/<dc>-<ep>.log   output of processes started by dvs run
+ * DIR/node<N>/store/           the embedded cluster store, on the node that hosts it (--store embedded)
  * ```
  */
 import type { NodeId } from '../kernel/types.js';
@@ -36,6 +37,19 @@ export interface NodeOptions {
   logLevel?: string;
   /** Log destination file (default: stderr). */
   logFile?: string;
+  /**
+   * Cluster store (omitted: none; DCs are pushed to every node and endpoint locations travel only as link
+   * frames, as before the store existed):
+   * - `embedded`: this node hosts an EmbeddedStore in `<dataDir>/store` and serves it over its node links;
+   * - `embedded:<nodeId>`: the store is hosted by that node (a peer), reached over the node link;
+   * - `etcd://h1:2379,h2:2379,...`: an etcd cluster.
+   */
+  store?: string;
+  /**
+   * With a store: how long start() waits for a previous incarnation's registration of this node id to
+   * expire (a restart after a crash) before refusing with EEXIST, ms. Default: the lease TTL + 1 s.
+   */
+  storeTakeoverWaitMs?: number;
 }
 
 /** DIR/cluster.json, written by `dvs up`, read by every CLI command. */
@@ -43,6 +57,8 @@ export interface ClusterFile {
   version: 1;
   createdAt: number;
   nodes: ClusterNode[];
+  /** Cluster store of every node, as `dvs up --store` set it (`embedded` means node 0 hosts it); omitted: none. */
+  store?: string;
 }
 
 export interface ClusterNode {

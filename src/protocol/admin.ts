@@ -3,8 +3,9 @@
  * A request is `{id, method, params}`, a response `{id, result}` or `{id, error: WireError}`, both as
  * MessagePack in control frames of the process protocol (src/protocol/proc-frames.ts, op ADMIN / ADMIN_RESULT).
  *
- * Each method's params and result types are listed in {@link AdminMethods}. Until the cluster store lands,
- * DC configuration is pushed by the CLI to every node of the DC (as the prototype's operator did).
+ * Each method's params and result types are listed in {@link AdminMethods}. Without a cluster store, DC
+ * configuration is pushed by the CLI to every node of the DC (as the prototype's operator did); with one
+ * (`dvs node start --store`), one node writes it to the store and every node applies it from its watch.
  */
 import type { DcConfig, DcId, Endpoint, EndpointInfo, NodeId } from '../kernel/types.js';
 
@@ -59,6 +60,35 @@ export interface NodeStatus {
   links: LinkInfo[];
   dcs: number;
   endpoints: number;
+  /** Present when the node runs with a cluster store (`--store`). */
+  cluster?: ClusterStatus;
+}
+
+/** The cluster store as one node sees it (`status`, when the node runs with `--store`). */
+export interface ClusterStatus {
+  /** `embedded` (hosted here), `embedded:<node>` (hosted by that node), or `etcd://...`. */
+  store: string;
+  /** True while this node cannot trust the store (IPC between known endpoints keeps working). */
+  degraded: boolean;
+  /** Why degraded (one line). */
+  reason?: string;
+  /** The membership view: every node registered in the store since this node started. */
+  members: ClusterMember[];
+}
+
+/** One row of the membership view. */
+export interface ClusterMember {
+  id: NodeId;
+  name: string;
+  address: string;
+  /** From the store's registration and this node's link to it (docs/cluster.md, liveness rule). */
+  state: 'up' | 'suspect' | 'down';
+  link: 'up' | 'down' | 'unknown';
+  /** ms since that incarnation registered (by its clock), null when down. */
+  uptimeMs: number | null;
+  /** ms since it entered `state` (by our clock). */
+  sinceMs: number;
+  self: boolean;
 }
 
 /** A process started by `dvs run`, as the node tracks it. */
@@ -79,10 +109,19 @@ export interface ProcessInfo {
 export interface AdminMethods {
   /** This node's status and links. */
   status: { params: Record<string, never>; result: NodeStatus };
-  /** Create a DC on this node (the CLI calls every node of the DC). */
+  /**
+   * Without a cluster store: create a DC on this node (the CLI calls every node of the DC). With one: write
+   * the DC to the store (any node answers for the cluster; every node of the DC applies it from its watch);
+   * `config.id` may then be 0 to let the store allocate one.
+   */
   'dc.create': { params: { config: DcConfig }; result: DcConfig };
-  /** Remove a DC from this node; its local processes are killed. */
+  /** Without a store: remove a DC from this node; its local processes are killed. With one: remove it from
+   *  the store (every node applies it); `killed` lists what this node stopped. */
   'dc.remove': { params: { dc: DcId | string }; result: { killed: number[] } };
+  /** Store only (ENOTSUP-like EINVAL without one): add `node` to a DC's nodes. Idempotent. */
+  'dc.addNode': { params: { dc: DcId | string; node: NodeId }; result: DcConfig };
+  /** Store only: remove `node` from a DC's nodes (EINVAL for the last one). Idempotent. */
+  'dc.rmNode': { params: { dc: DcId | string; node: NodeId }; result: DcConfig };
   'dc.list': { params: Record<string, never>; result: DcConfig[] };
   /** Spawn a process bound to `ep` of `dc` on this node. Returns once it runs and is bound. */
   'proc.run': {
@@ -121,6 +160,8 @@ export const ADMIN_METHODS: readonly AdminMethod[] = [
   'status',
   'dc.create',
   'dc.remove',
+  'dc.addNode',
+  'dc.rmNode',
   'dc.list',
   'proc.run',
   'proc.kill',

@@ -61,6 +61,8 @@ export type HotFrame = Extract<NodeFrame, { t: 'msg' | 'ack' | 'reply' | 'notify
 const KIND_NUMBER = { send: 0, request: 1, post: 2 } as const;
 const KIND_BY_NUMBER = ['send', 'request', 'post'] as const;
 const CONTROL_TYPES: ReadonlySet<string> = new Set(CONTROL_FRAME_TYPES);
+/** Control frames about the node rather than one DC (dc 0): the endpoint sync and cluster store traffic. */
+const NODE_WIDE: ReadonlySet<string> = new Set(['sync', 'store']);
 
 /** Plain MessagePack: maps in, plain objects out, readable by any MessagePack implementation. */
 const packr = new Packr({ useRecords: false, mapsAsObjects: true });
@@ -98,7 +100,7 @@ function isI32(n: unknown): n is number {
  * Cheap: the link calls it on every send() so that encoding at flush time cannot fail.
  */
 export function checkNodeFrame(f: NodeFrame): void {
-  if (!isDc(f.dc) && !(f.dc === 0 && f.t === 'sync')) throw invalid(`dc ${String(f.dc)}`);
+  if (!isDc(f.dc) && !(f.dc === 0 && NODE_WIDE.has(f.t))) throw invalid(`dc ${String(f.dc)}`);
   switch (f.t) {
     case 'msg':
     case 'reply':
@@ -378,7 +380,7 @@ function decodeControl(body: Uint8Array): ControlFrame {
   }
   const o = v as Record<string, unknown>;
   if (typeof o.t !== 'string' || !CONTROL_TYPES.has(o.t)) throw bad(`control frame type ${String(o.t)}`);
-  // `sync` is about the node, not one DC: it travels with dc 0 and lists its DCs inside.
-  if (!isDc(o.dc) && !(o.dc === 0 && o.t === 'sync')) throw bad(`control frame dc ${String(o.dc)}`);
+  // `sync` and `store` are about the node, not one DC: they travel with dc 0.
+  if (!isDc(o.dc) && !(o.dc === 0 && NODE_WIDE.has(o.t))) throw bad(`control frame dc ${String(o.dc)}`);
   return o as ControlFrame & { t: ControlFrameType };
 }

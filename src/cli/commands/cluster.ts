@@ -30,6 +30,8 @@ export interface UpOptions {
   /** How long to wait for every node and link to come up, ms. */
   timeoutMs: number;
   logLevel?: string;
+  /** `embedded` (node 0 hosts it, the others use `embedded:0`) or `etcd://...`; omitted: no store. */
+  store?: string;
 }
 
 export interface DownOptions {
@@ -95,6 +97,13 @@ async function lastLine(path: string): Promise<string> {
   return (lines.at(-1) ?? '').replace(/^dvs: error: /, '').slice(0, 300);
 }
 
+/** `--store` of node `id` for `dvs up --store S`: with `embedded`, node 0 hosts it and the others use it. */
+export function storeArgs(store: string | undefined, id: number): string[] {
+  if (store === undefined) return [];
+  if (store === 'embedded') return ['--store', id === 0 ? 'embedded' : 'embedded:0'];
+  return ['--store', store];
+}
+
 /** `dvs up`. Returns the exit code. */
 export async function up(ctx: Ctx, opts: UpOptions): Promise<number> {
   const dir = ctx.dir();
@@ -127,7 +136,12 @@ export async function up(ctx: Ctx, opts: UpOptions): Promise<number> {
       pid: 0,
     });
   }
-  const cluster: ClusterFileOnDisk = { version: 1, createdAt: Date.now(), nodes };
+  const cluster: ClusterFileOnDisk = {
+    version: 1,
+    createdAt: Date.now(),
+    nodes,
+    ...(opts.store !== undefined ? { store: opts.store } : {}),
+  };
   const peers = nodes.map((x) => `${x.id}=${x.address}`).join(',');
   // Flags meant for this process (a test runner, an inspector) must not leak into the daemons.
   const execArgv = process.execArgv.filter((a) => !/^--(test|inspect|watch)/.test(a));
@@ -161,6 +175,7 @@ export async function up(ctx: Ctx, opts: UpOptions): Promise<number> {
           join(node.dataDir, 'daemon.log'),
           ...(opts.logLevel ? ['--log-level', opts.logLevel] : []),
           ...(n > 1 ? ['--peers', peers] : []),
+          ...storeArgs(opts.store, node.id),
         ];
         const child = spawn(process.execPath, args, {
           detached: true,
@@ -230,6 +245,12 @@ async function waitUntilUp(
       }
       const up = a.value.links.filter((l) => l.state === 'up').length;
       if (up < want) last.set(a.node.id, `${up} of ${want} links up`);
+      else if (cluster.store !== undefined) {
+        // With a store the node is ready once it registered and sees every node registered.
+        const members = a.value.cluster?.members.filter((m) => m.state === 'up').length ?? 0;
+        if (members < cluster.nodes.length)
+          last.set(a.node.id, `${members} of ${cluster.nodes.length} nodes registered in the cluster store`);
+      }
     }
     if (last.size === 0) return;
     if (Date.now() >= end) {

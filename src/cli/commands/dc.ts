@@ -1,6 +1,8 @@
 /**
- * `dvs dc create|ls|rm`. Until the cluster store lands, the CLI pushes the DC configuration to every node
- * of the DC itself (as the prototype's operator did), and undoes a partial create.
+ * `dvs dc create|ls|rm|add-node|rm-node`. Without a cluster store the CLI pushes the DC configuration to
+ * every node of the DC itself (as the prototype's operator did), and undoes a partial create. With one
+ * (`dvs up --store`), each command goes to one node, which writes the store; every node applies the change
+ * from its watch.
  */
 import {
   type DcConfig,
@@ -11,7 +13,7 @@ import {
 } from '../../kernel/types.js';
 import type { ClusterNode } from '../../node/options.js';
 import { DvsError, dvsError } from '../../protocol/errors.js';
-import { type ClusterFileOnDisk, callEach, nodeById, requireCluster } from '../cluster.js';
+import { type ClusterFileOnDisk, callAny, callEach, nodeById, requireCluster } from '../cluster.js';
 import type { Ctx } from '../context.js';
 
 export interface DcCreateOptions {
@@ -64,6 +66,22 @@ export async function dcCreate(ctx: Ctx, name: string, opts: DcCreateOptions): P
   if (maxPayload > MAX_PAYLOAD_LIMIT)
     throw dvsError('EINVAL', `--max-payload is at most ${MAX_PAYLOAD_LIMIT}`);
 
+  if (cluster.store !== undefined) {
+    for (const id of nodeIds) nodeById(cluster, id);
+    const { value: config } = await callAny(cluster, 'dc.create', {
+      config: {
+        id: opts.id ?? 0,
+        name,
+        nodes: nodeIds,
+        maxPayload,
+        sysEndpoints: opts.sysEndpoints ?? DEFAULT_SYS_ENDPOINTS,
+        postWindow: opts.postWindow ?? DEFAULT_POST_WINDOW,
+      },
+    });
+    if (opts.json) ctx.out.json(config);
+    else ctx.out.line(`created DC '${name}' (id ${config.id}) on node(s) ${config.nodes.join(',')}`);
+    return 0;
+  }
   const { dcs, down } = await knownDcs(cluster);
   const unreachable = down.filter((n) => nodeIds.includes(n.id));
   if (unreachable.length > 0) {
@@ -139,6 +157,16 @@ export async function dcList(ctx: Ctx, opts: { json: boolean }): Promise<number>
 
 export async function dcRemove(ctx: Ctx, ref: string | number, opts: { json: boolean }): Promise<number> {
   const cluster = await requireCluster(ctx.dir());
+  if (cluster.store !== undefined) {
+    const { value } = await callAny(cluster, 'dc.remove', { dc: ref });
+    if (opts.json) ctx.out.json({ dc: ref, killed: value.killed });
+    else {
+      ctx.out.line(
+        `removed DC '${ref}'${value.killed.length ? `; stopped pids ${value.killed.join(',')}` : ''}`,
+      );
+    }
+    return 0;
+  }
   const { dcs } = await knownDcs(cluster);
   const hit = [...dcs.values()].find((d) => d.config.name === ref || d.config.id === ref);
   if (hit === undefined) throw dvsError('ENOENT', `no DC '${ref}' in this cluster`);
@@ -158,5 +186,30 @@ export async function dcRemove(ctx: Ctx, ref: string | number, opts: { json: boo
       `removing DC on node ${failed.node.id} failed: ${failed.error.message}`,
     );
   }
+  return 0;
+}
+
+/** `dvs dc add-node|rm-node NAME NODE`: change a DC's nodes in the cluster store (one node writes it). */
+export async function dcNodes(
+  ctx: Ctx,
+  what: 'add' | 'rm',
+  ref: string | number,
+  node: number,
+  opts: { json: boolean },
+): Promise<number> {
+  const cluster = await requireCluster(ctx.dir());
+  if (cluster.store === undefined) {
+    throw dvsError(
+      'EINVAL',
+      `dvs dc ${what}-node needs a cluster store (start the cluster with: dvs up --store embedded)`,
+    );
+  }
+  nodeById(cluster, node);
+  const { value: config } = await callAny(cluster, what === 'add' ? 'dc.addNode' : 'dc.rmNode', {
+    dc: ref,
+    node,
+  });
+  if (opts.json) ctx.out.json(config);
+  else ctx.out.line(`DC '${config.name}' (id ${config.id}) is on node(s) ${config.nodes.join(',')}`);
   return 0;
 }

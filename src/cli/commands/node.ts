@@ -16,6 +16,8 @@ export interface NodeStartOptions {
   deadAfterMs?: number;
   logLevel?: string;
   logFile?: string;
+  /** `embedded`, `embedded:<node>` or `etcd://h1:2379,...` (see NodeOptions.store). */
+  store?: string;
 }
 
 /** Builds the daemon's options from the command line (pure; exported for tests). */
@@ -33,6 +35,7 @@ export function nodeOptionsOf(o: NodeStartOptions): NodeOptions {
     ...(o.deadAfterMs !== undefined ? { deadAfterMs: o.deadAfterMs } : {}),
     ...(o.logLevel !== undefined ? { logLevel: o.logLevel } : {}),
     ...(o.logFile !== undefined ? { logFile: o.logFile } : {}),
+    ...(o.store !== undefined ? { store: o.store } : {}),
   };
 }
 

@@ -1,5 +1,5 @@
-/** `dvs status`: every node of the cluster and its links. */
-import type { LinkInfo } from '../../protocol/admin.js';
+/** `dvs status`: every node of the cluster and its links, and the membership seen in the cluster store. */
+import type { ClusterStatus, LinkInfo } from '../../protocol/admin.js';
 import { callEach, requireCluster } from '../cluster.js';
 import type { Ctx } from '../context.js';
 import { formatDuration } from '../parse.js';
@@ -16,6 +16,8 @@ export interface StatusRow {
   dcs: number | null;
   endpoints: number | null;
   links: LinkInfo[];
+  /** With a cluster store: the store, whether this node is degraded, and its membership view. */
+  cluster?: ClusterStatus;
 }
 
 export async function status(ctx: Ctx, opts: { json: boolean; timeoutMs: number }): Promise<number> {
@@ -33,6 +35,7 @@ export async function status(ctx: Ctx, opts: { json: boolean; timeoutMs: number 
           dcs: a.value.dcs,
           endpoints: a.value.endpoints,
           links: a.value.links,
+          ...(a.value.cluster ? { cluster: a.value.cluster } : {}),
         }
       : {
           id: a.node.id,
@@ -47,8 +50,15 @@ export async function status(ctx: Ctx, opts: { json: boolean; timeoutMs: number 
         },
   );
   const { out } = ctx;
+  // The membership view of the first node that answers with one (every node has its own judgement; the
+  // store is the authority on who is registered).
+  const viewer = nodes.find((n) => n.cluster !== undefined);
   if (opts.json) {
-    out.json({ dir: ctx.dir(), nodes });
+    out.json({
+      dir: ctx.dir(),
+      nodes,
+      ...(viewer?.cluster ? { cluster: { ...viewer.cluster, seenBy: viewer.id } } : {}),
+    });
     return 0;
   }
   const c = out.colors;
@@ -66,6 +76,32 @@ export async function status(ctx: Ctx, opts: { json: boolean; timeoutMs: number 
       n.state === 'up' ? `${n.links.filter((l) => l.state === 'up').length}/${n.links.length}` : '-',
     ]),
   );
+  if (viewer?.cluster) {
+    const cl = viewer.cluster;
+    out.line('');
+    out.line(
+      `cluster store ${cl.store}: ${cl.degraded ? c.red(`degraded (${cl.reason ?? 'unknown'})`) : c.green('ok')}; members as node ${viewer.id} sees them`,
+    );
+    out.table(
+      ['MEMBER', 'NAME', 'STATE', 'LINK', 'ADDRESS', 'UPTIME', 'SINCE'],
+      cl.members.map((m) => [
+        m.id,
+        m.name,
+        m.state === 'up' ? c.green('up') : m.state === 'down' ? c.red('down') : c.yellow(m.state),
+        m.self ? '-' : m.link,
+        m.address,
+        m.uptimeMs === null ? '-' : formatDuration(m.uptimeMs),
+        formatDuration(m.sinceMs),
+      ]),
+    );
+    for (const n of nodes) {
+      if (n.cluster?.degraded && n.id !== viewer.id) {
+        out.note(
+          c.yellow(`warning: node ${n.id} is degraded: ${n.cluster.reason ?? 'cluster store unreachable'}`),
+        );
+      }
+    }
+  }
   const links = nodes.flatMap((n) => n.links.map((l) => ({ from: n.id, l })));
   if (links.length > 0) {
     out.line('');

@@ -8,7 +8,9 @@
  * a ratio is computed per round from the two cases of that round, then summarised the same way.
  *
  * Flags: --quick (about a minute), --rounds N, --only name[,name...] (names or dotted prefixes),
- * --json PATH (default bench/results/<ISO date>.json), --list.
+ * --thesis (only the thesis' local IPC comparison, which the default run leaves out),
+ * --cpu-prof DIR (every process the bench starts, dvs daemons included, writes a V8 CPU profile into DIR;
+ * summarise with bench/profile-top.ts), --json PATH (default bench/results/<ISO date>.json), --list.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -21,9 +23,10 @@ import type { BenchCase, CaseContext, Driver } from './lib/case.js';
 import { SkipError } from './lib/case.js';
 import { killAllSync } from './lib/proc.js';
 import type { CaseResult, RatioResult } from './lib/report.js';
-import { caseTable, ratioTable } from './lib/report.js';
+import { caseTable, ratioTable, thesisTable } from './lib/report.js';
 import { pairedRatios, summarize } from './lib/stats.js';
 import { peerCases } from './peers/cases.js';
+import { THESIS_F1, thesisCases } from './thesis/cases.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -55,7 +58,26 @@ const RATIOS: Array<Omit<RatioResult, 'perRound' | 'summary' | 'met'>> = [
     b: 'raw.uds.bulk',
     goal: { op: '>=', value: 0.5 },
   },
+  {
+    name: 'local sendrec RTT / NATS request RTT',
+    a: 'dvs.local.sendrec',
+    b: 'peer.nats.request',
+    goal: { op: '<=', value: 0.5 },
+  },
+  {
+    name: 'post() local / NATS publish',
+    a: 'dvs.local.post',
+    b: 'peer.nats.publish',
+    goal: { op: '>=', value: 1.5 },
+  },
   // Context without goals.
+  { name: 'local sendrec RTT / ZeroMQ REQ/REP RTT', a: 'dvs.local.sendrec', b: 'peer.zeromq.reqrep' },
+  { name: 'local sendrec RTT / gRPC unary RTT', a: 'dvs.local.sendrec', b: 'peer.grpc.unary' },
+  { name: 'cross-node sendrec / NATS request RTT', a: 'dvs.cross.sendrec', b: 'peer.nats.request' },
+  { name: 'post() cross-node / NATS publish', a: 'dvs.cross.post', b: 'peer.nats.publish' },
+  { name: 'post() local / ZeroMQ PUSH/PULL', a: 'dvs.local.post', b: 'peer.zeromq.pushpull' },
+  { name: 'thesis: dvs / Unix socket msg/s', a: 'thesis.dvs', b: 'thesis.uds' },
+  { name: 'thesis: dvs / pipe msg/s', a: 'thesis.dvs', b: 'thesis.pipe' },
   { name: 'vcopy 1 MiB cross / raw TCP bulk', a: 'dvs.cross.vcopy', b: 'raw.tcp.bulk' },
   { name: 'post() local / relay stream', a: 'dvs.local.post', b: 'relay.uds.stream' },
   { name: 'local sendrec RTT / raw UDS RTT', a: 'dvs.local.sendrec', b: 'raw.uds.rtt' },
@@ -70,6 +92,7 @@ interface Settings {
   only: string[] | null;
   json: string;
   list: boolean;
+  thesis: boolean;
 }
 
 function settings(argv: string[]): Settings {
@@ -81,16 +104,23 @@ function settings(argv: string[]): Settings {
       only: { type: 'string' },
       json: { type: 'string' },
       list: { type: 'boolean', default: false },
+      thesis: { type: 'boolean', default: false },
+      'cpu-prof': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
   if (values.help) {
     process.stdout.write(
-      'usage: npm run bench -- [--quick] [--rounds N] [--only name,prefix,...] [--json PATH] [--list]\n',
+      'usage: npm run bench -- [--quick] [--thesis] [--rounds N] [--only name,prefix,...] [--cpu-prof DIR] [--json PATH] [--list]\n',
     );
     process.exit(0);
   }
   const quick = values.quick;
+  // Read by bench/lib/proc.ts when it starts Node processes (children and `dvs up`).
+  if (values['cpu-prof'] !== undefined) {
+    mkdirSync(values['cpu-prof'], { recursive: true });
+    process.env.DVS_BENCH_CPU_PROF = resolve(values['cpu-prof']);
+  }
   const rounds = values.rounds === undefined ? (quick ? 5 : 8) : Number(values.rounds);
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 1000)
     throw new Error(`bad --rounds ${values.rounds}`);
@@ -110,11 +140,14 @@ function settings(argv: string[]): Settings {
       : null,
     json: values.json ?? join(ROOT, 'bench/results', `${stamp}.json`),
     list: values.list,
+    thesis: values.thesis,
   };
 }
 
-function selected(c: BenchCase, only: string[] | null): boolean {
-  return only === null || only.some((o) => c.name === o || c.name.startsWith(`${o}.`));
+/** --only picks by name; otherwise --thesis picks the thesis group and the default run everything else. */
+function selected(c: BenchCase, s: Settings): boolean {
+  if (s.only !== null) return s.only.some((o) => c.name === o || c.name.startsWith(`${o}.`));
+  return s.thesis === (c.group === 'thesis');
 }
 
 function log(msg: string): void {
@@ -127,12 +160,12 @@ function errText(e: unknown): string {
 
 async function main(): Promise<number> {
   const s = settings(process.argv.slice(2));
-  const all = [...baselineCases, ...dvsCases, ...peerCases];
+  const all = [...baselineCases, ...dvsCases, ...peerCases, ...thesisCases];
   if (s.list) {
     for (const c of all) process.stdout.write(`${c.name.padEnd(22)} ${c.unit.padEnd(6)} ${c.what}\n`);
     return 0;
   }
-  const cases = all.filter((c) => selected(c, s.only));
+  const cases = all.filter((c) => selected(c, s));
   if (cases.length === 0) throw new Error(`--only ${s.only?.join(',')} matches no case (see --list)`);
 
   const tmp = mkdtempSync(join(os.tmpdir(), 'dvs-bench-'));
@@ -194,7 +227,14 @@ async function main(): Promise<number> {
         log(`${c.name}: setup`);
         const d = await c.setup(ctx);
         drivers.set(c.name, d);
-        let w = c.initialWork;
+        let w = c.fixedWork === undefined ? c.initialWork : s.quick ? c.fixedWork.quick : c.fixedWork.full;
+        if (c.fixedWork !== undefined) {
+          // Same count in every case and round: one warm-up run at that size, no rescaling.
+          work.set(c.name, w);
+          await d.run(w, runTimeout(w, c));
+          r.work = w;
+          continue;
+        }
         // Calibrate twice: the first (cold) run is slow, so sizing from it alone undershoots the target;
         // the second run at the new size is also the warm-up.
         const rescale = (elapsedMs: number) =>
@@ -206,7 +246,7 @@ async function main(): Promise<number> {
         r.work = w;
       } catch (e) {
         // dvs and peers may legitimately be unavailable (not built, not installed): a skip, never a failure.
-        const skip = e instanceof SkipError || c.group !== 'baseline';
+        const skip = e instanceof SkipError || c.group === 'dvs' || c.group === 'peer';
         r.status = skip ? 'skipped' : 'failed';
         r.reason = errText(e);
         log(`${c.name}: ${r.status}: ${r.reason}`);
@@ -278,6 +318,8 @@ async function main(): Promise<number> {
 
   process.stdout.write(`\n${caseTable([...results.values()])}\n\n`);
   if (shown.length > 0) process.stdout.write(`${ratioTable(shown)}\n\n`);
+  const thesis = [...results.values()].filter((r) => r.group === 'thesis');
+  if (thesis.length > 0) process.stdout.write(`${thesisTable(thesis, THESIS_F1)}\n\n`);
   for (const n of notes) process.stdout.write(`note: ${n}\n`);
 
   const out = {
@@ -299,12 +341,18 @@ async function main(): Promise<number> {
     notes,
     cases: [...results.values()],
     ratios,
+    thesisF1: thesis.length > 0 ? THESIS_F1 : undefined,
   };
   mkdirSync(dirname(s.json), { recursive: true });
   writeFileSync(s.json, `${JSON.stringify(out, null, 2)}\n`);
   log(`results written to ${s.json}`);
-  // Only a broken baseline fails the run: dvs and peers report skips and errors in the tables.
-  return [...results.values()].some((r) => r.group === 'baseline' && r.status === 'failed') ? 1 : 0;
+  // Only a broken baseline (or raw thesis case) fails the run: dvs and peers report skips and errors in
+  // the tables.
+  return [...results.values()].some(
+    (r) => (r.group === 'baseline' || r.group === 'thesis') && r.status === 'failed',
+  )
+    ? 1
+    : 0;
 }
 
 main().then(

@@ -7,7 +7,7 @@
  *   waits for the receiver's DONE; messages per second from the first post to DONE;
  * - `--role vcopy`: `work` copies of 1 MiB from the peer's grant into ours (bytes per second).
  *
- * `--socket S --dc NAME --ep N --peer P`. The first call to the peer is retried for a few seconds, since a
+ * `--socket S --dc NAME --ep N --peer P [--size BYTES]`. The first call to the peer is retried for a few seconds, since a
  * remote endpoint becomes known to this node shortly after it binds.
  */
 import { connect, type Dvk, DvsError } from '../../src/sdk/index.js';
@@ -26,7 +26,9 @@ const dvk: Dvk = await connect({
   endpoint: Number(arg(a, 'ep')),
   timeout: 10_000,
 });
-const payload = new Uint8Array(MSG_BYTES).fill(9);
+/** Payload bytes of sendrec and post messages (`--size`, default 64; the thesis case uses 28). */
+const size = Number(a.get('size') ?? MSG_BYTES);
+const payload = new Uint8Array(size).fill(9);
 
 /** First contact: retry while the peer is not yet known here. */
 async function firstCall<T>(f: () => Promise<T>): Promise<T> {
@@ -45,7 +47,7 @@ let run: (work: number) => ReturnType<Parameters<typeof serveRuns>[0]>;
 
 if (role === 'sendrec') {
   const echo = await firstCall(() => dvk.sendrec(peer, { type: T_PING, payload }, { timeout: 1000 }));
-  if (echo.payload.length !== MSG_BYTES || echo.payload[0] !== 9) throw new Error('sendrec check: bad echo');
+  if (echo.payload.length !== size || echo.payload[0] !== 9) throw new Error('sendrec check: bad echo');
   let samples = new Float64Array(0);
   run = async (work) => {
     if (samples.length < work) samples = new Float64Array(work);

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SkipError } from '../lib/case.js';
-import { killPid, pidAlive, trackPid } from '../lib/proc.js';
+import { killPid, pidAlive, profileFlags, trackPid } from '../lib/proc.js';
 
 /** Where the bench cluster's nodes are. */
 export interface BenchCluster {
@@ -98,8 +98,14 @@ export async function startCluster(
 ): Promise<{ value: BenchCluster; stop: () => Promise<void> }> {
   await ensureBuilt(root, log, note);
   const dir = join(tmp, 'cluster');
+  // `dvs up` starts the daemons with its own Node flags, so profiling it (--cpu-prof) profiles them.
   const cli = (argv: string[], timeoutMs = 60_000) =>
-    exec(process.execPath, [join(root, 'bin/dvs.js'), ...argv, '--dir', dir], root, timeoutMs);
+    exec(
+      process.execPath,
+      [...(argv[0] === 'up' ? profileFlags() : []), join(root, 'bin/dvs.js'), ...argv, '--dir', dir],
+      root,
+      timeoutMs,
+    );
   const pids: number[] = [];
   const stop = async () => {
     await cli(['down'], 20_000);

@@ -36,12 +36,17 @@ export interface Driver {
 export interface BenchCase {
   /** Dotted name, e.g. `raw.uds.rtt`; `--only` matches names and name prefixes. */
   name: string;
-  group: 'baseline' | 'dvs' | 'peer';
+  group: 'baseline' | 'dvs' | 'peer' | 'thesis';
   unit: Unit;
   /** One line for the docs and the JSON. */
   what: string;
   /** Work of the first calibration run; the runner rescales it so one measurement takes the target time. */
   initialWork: number;
+  /**
+   * Fixed work per measurement instead of calibration (one warm-up run at that size): for comparisons
+   * that must use the same count everywhere, as the thesis' F1 did.
+   */
+  fixedWork?: { full: number; quick: number };
   setup(ctx: CaseContext): Promise<Driver>;
 }
 

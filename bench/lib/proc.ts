@@ -8,6 +8,15 @@ import { createInterface } from 'node:readline';
 import type { Measurement } from './worker.js';
 import { MARK } from './worker.js';
 
+/**
+ * Node flags for every Node process the bench starts: `--cpu-prof --cpu-prof-dir DIR` when the runner was
+ * given `--cpu-prof DIR` (Node refuses --cpu-prof in NODE_OPTIONS, so it is passed on the command line).
+ */
+export function profileFlags(): string[] {
+  const dir = process.env.DVS_BENCH_CPU_PROF;
+  return dir ? ['--cpu-prof', '--cpu-prof-dir', dir] : [];
+}
+
 /** PIDs of every live process the bench started (children and dvs daemons). */
 const live = new Set<number>();
 
@@ -69,6 +78,11 @@ export interface ChildOptions {
   readyTimeout?: number;
   /** Label for error messages. */
   label?: string;
+  /**
+   * Run this command line instead of `node --import tsx <script> ...argv` (e.g. a shell that wires pipes
+   * before it execs the Node script); the process must still speak the bench protocol.
+   */
+  command?: string[];
 }
 
 /** A child process speaking the bench protocol. */
@@ -85,7 +99,15 @@ export class Child {
 
   private constructor(script: string, argv: string[], opts: ChildOptions) {
     this.label = opts.label ?? script;
-    this.proc = spawn(process.execPath, ['--import', 'tsx', script, ...argv], {
+    const [file, ...fileArgs] = opts.command ?? [
+      process.execPath,
+      ...profileFlags(),
+      '--import',
+      'tsx',
+      script,
+      ...argv,
+    ];
+    this.proc = spawn(file!, fileArgs, {
       cwd: opts.cwd,
       env: { ...process.env, ...opts.env },
       stdio: ['pipe', 'pipe', 'pipe'],

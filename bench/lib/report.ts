@@ -108,3 +108,49 @@ export function ratioTable(ratios: RatioResult[]): string {
   }
   return t.toString();
 }
+
+/** A reference figure of the thesis for a case (msg/s with 4 cores and with 1 core). */
+export interface ThesisFigure {
+  ipc: string;
+  cores4: number;
+  cores1: number;
+}
+
+/**
+ * The thesis comparison: our median (min-max) per IPC next to the prototype's F1 bars, and each figure
+ * relative to the Unix socket of the same column (the only way to compare a 2017 kernel module on other
+ * hardware with Node processes on this VM).
+ */
+export function thesisTable(cases: CaseResult[], f1: Record<string, ThesisFigure>): string {
+  const t = new Table({
+    head: [
+      'IPC (ping-pong, 36 B)',
+      'dvs run: median',
+      'min - max',
+      '/ UDS',
+      'F1 4 cores',
+      '/ UNIX',
+      'F1 1 core',
+      '/ UNIX',
+    ],
+    ...plain,
+  });
+  const uds = cases.find((c) => c.name === 'thesis.uds')?.summary?.median;
+  const ref = f1['thesis.uds'];
+  for (const c of cases) {
+    const f = f1[c.name];
+    if (f === undefined) continue;
+    const s = c.summary;
+    t.push([
+      f.ipc,
+      s === null ? `${c.status}: ${short(c.reason ?? 'no figure')}` : fmt(s.median, 'msg/s'),
+      s === null ? '-' : `${fmt(s.min, 'msg/s')} - ${fmt(s.max, 'msg/s')}`,
+      s === null || uds === undefined ? '-' : fmt(s.median / uds, 'x'),
+      fmt(f.cores4, 'msg/s'),
+      ref === undefined ? '-' : fmt(f.cores4 / ref.cores4, 'x'),
+      fmt(f.cores1, 'msg/s'),
+      ref === undefined ? '-' : fmt(f.cores1 / ref.cores1, 'x'),
+    ]);
+  }
+  return t.toString();
+}

@@ -20,7 +20,6 @@ import type { Logger } from 'pino';
 import type { StoreChannel } from '../cluster/embedded/remote.js';
 import { RemoteStore, StoreServer, type StoreSession } from '../cluster/embedded/remote.js';
 import { EmbeddedStore } from '../cluster/embedded/store.js';
-import { EtcdStore } from '../cluster/etcd/store.js';
 import {
   type DcChange,
   DcRegistry,
@@ -113,7 +112,7 @@ export class ClusterWiring {
   /** Open the store and start the services; rejects with a one-line error naming the problem. */
   async start(): Promise<void> {
     const { spec, nodeId, logger } = this.o;
-    const store = this.openStore();
+    const store = await this.openStore();
     this.store = store;
     try {
       await store.start();
@@ -356,13 +355,16 @@ export class ClusterWiring {
 
   // ───────────────────────────── internals ─────────────────────────────
 
-  private openStore(): ClusterStore {
+  /** The etcd client (and its gRPC stack) is loaded only when the store is etcd: daemons start faster without it. */
+  private async openStore(): Promise<ClusterStore> {
     const { spec, logger } = this.o;
     switch (spec.kind) {
       case 'embedded':
         return new EmbeddedStore({ dir: join(this.o.dataDir, 'store'), logger });
-      case 'etcd':
+      case 'etcd': {
+        const { EtcdStore } = await import('../cluster/etcd/store.js');
         return new EtcdStore({ endpoints: spec.endpoints, logger });
+      }
       case 'remote':
         if (spec.host === this.o.nodeId) {
           throw dvsError('EINVAL', `--store embedded:${spec.host} names this node: use --store embedded`);

@@ -188,6 +188,11 @@ export function buildProgram(io: Io, result: { code: number }): Command {
       'cluster store: embedded (hosted here), embedded:<ID> (hosted by node ID), etcd://H:P[,H:P...]',
       storeArg,
     )
+    .option(
+      '--seed <HOST:PORT>',
+      'with --store embedded: use the store hosted by the peer at this node-link address',
+      hostPortArg,
+    )
     .addHelpText(
       'after',
       examples([
@@ -195,6 +200,8 @@ export function buildProgram(io: Io, result: { code: number }): Command {
         '    --peers 0=127.0.0.1:7000,1=127.0.0.1:7001',
         'dvs node start --node-id 1 --listen 10.0.0.2:7000 --socket /run/dvs/dvk.sock --data /var/lib/dvs \\',
         '    --peers 0=10.0.0.1:7000,1=10.0.0.2:7000,2=10.0.0.3:7000 --store etcd://10.0.0.1:2379,10.0.0.2:2379',
+        'dvs node start --node-id 2 --listen 10.0.0.3:7000 --socket /run/dvs/dvk.sock --data /var/lib/dvs \\',
+        '    --peers 0=10.0.0.1:7000,1=10.0.0.2:7000,2=10.0.0.3:7000 --store embedded --seed 10.0.0.1:7000',
         '',
         'dvs up does this for every node of a local cluster.',
       ]),

@@ -23,7 +23,17 @@
  */
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import {
+  accessSync,
+  closeSync,
+  constants,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+} from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -32,6 +42,7 @@ import type { DcConfig, NodeId } from '../../src/kernel/types.js';
 import type { AdminMethod, AdminMethods, LinkInfo, NodeStatus } from '../../src/protocol/admin.js';
 import { DvsError } from '../../src/protocol/errors.js';
 import { AdminClient } from '../../src/sdk/admin.js';
+import { etcdMemberArgs, etcdSkipReason, findEtcd } from '../integration/cluster/etcd-harness.js';
 import { check, REPO } from '../integration/harness.js';
 
 export { check };
@@ -40,6 +51,9 @@ const run = promisify(execFile);
 const CLI = join(REPO, 'bin/dvs.js');
 /** Node-link TCP port inside every node namespace (each namespace has its own port space). */
 export const NODE_PORT = 7000;
+/** etcd client and peer ports inside the namespaces of the nodes hosting a member. */
+export const ETCD_CLIENT_PORT = 2379;
+export const ETCD_PEER_PORT = 2380;
 
 /** Options of {@link NetnsCluster.start}. */
 export interface NetnsClusterOptions {
@@ -51,8 +65,30 @@ export interface NetnsClusterOptions {
   deadAfterMs?: number;
   /** Daemon log level (default debug: the logs are what a failed system test leaves to read). */
   logLevel?: string;
+  /**
+   * Run an etcd cluster inside the node namespaces: one member on each listed node (3 or 5 of them),
+   * listening on that node's LAN address, and start every daemon with `--store etcd://<members>`. Default:
+   * no store (static peers only).
+   */
+  etcdOn?: number[];
+  /** etcd heartbeat interval, ms (default 50: the tuned timing of reference/coordination.md). */
+  etcdHeartbeatMs?: number;
+  /** etcd election timeout, ms (default 300). */
+  etcdElectionMs?: number;
   /** Aborts a start in progress (what was created is torn down). */
   signal?: AbortSignal;
+}
+
+/** One etcd member of a {@link NetnsCluster} started with `etcdOn`. */
+export interface NetnsEtcdMember {
+  /** The node whose namespace it runs in. */
+  node: NodeId;
+  name: string;
+  /** `ip:2379`, reachable from the node namespaces (not from the root namespace). */
+  client: string;
+  dataDir: string;
+  logFile: string;
+  proc: ChildProcess | undefined;
 }
 
 /** One node of a {@link NetnsCluster}. */
@@ -77,6 +113,15 @@ export interface NetnsNode {
  * `describe(name, { skip: systemSkipReason() })` so a skip says what to install.
  */
 export function systemSkipReason(): string | undefined {
+  return baseSkipReason();
+}
+
+/** {@link systemSkipReason}, or why etcd cannot run (no binary): for suites started with `etcdOn`. */
+export function etcdSystemSkipReason(): string | undefined {
+  return baseSkipReason() ?? etcdSkipReason();
+}
+
+function baseSkipReason(): string | undefined {
   if (process.platform !== 'linux') return 'system tests need Linux network namespaces';
   if (process.getuid?.() !== 0) return 'system tests need root (network namespaces, nftables)';
   const missing = [
@@ -189,6 +234,8 @@ export class NetnsCluster implements RunIdentity {
   readonly lanNs: string;
   /** The node namespaces' /24, e.g. `10.213.7` (node i is `.10+i`). */
   readonly subnet: string;
+  /** The etcd members (empty without `etcdOn`). */
+  readonly etcd: NetnsEtcdMember[] = [];
   private readonly cleanups: Cleanup[] = [];
   private readonly opts: Required<Omit<NetnsClusterOptions, 'signal'>>;
   /** Nodes with partition rules, with reset rules (see heal()). */
@@ -204,7 +251,16 @@ export class NetnsCluster implements RunIdentity {
     opts: NetnsClusterOptions,
   ) {
     const { signal: _signal, ...rest } = opts;
-    this.opts = { nodes: 3, heartbeatMs: 100, deadAfterMs: 1000, logLevel: 'debug', ...rest };
+    this.opts = {
+      nodes: 3,
+      heartbeatMs: 100,
+      deadAfterMs: 1000,
+      logLevel: 'debug',
+      etcdOn: [],
+      etcdHeartbeatMs: 50,
+      etcdElectionMs: 300,
+      ...rest,
+    };
     this.lanNs = `dvs-${runId}-lan`;
     // 10.200-249.x: away from the 10.0/10.1 ranges clouds and Docker tend to use. Only ever configured
     // inside this run's namespaces, so even a clash would stay invisible to the host.
@@ -218,6 +274,16 @@ export class NetnsCluster implements RunIdentity {
     if (reason) throw new DvsError('ENOTSUP', reason);
     const n = opts.nodes ?? 3;
     if (!(n >= 1 && n <= 200)) throw new DvsError('EINVAL', `nodes must be 1..200, got ${n}`);
+    const members = opts.etcdOn ?? [];
+    if (members.length > 0) {
+      const why = etcdSkipReason();
+      if (why) throw new DvsError('ENOTSUP', why);
+      if (new Set(members).size !== members.length || members.some((i) => !(i >= 0 && i < n)))
+        throw new DvsError(
+          'EINVAL',
+          `etcdOn must name distinct nodes of 0..${n - 1}, got ${members.join(',')}`,
+        );
+    }
     guardExit();
     const runId = randomBytes(3).toString('hex');
     const dir = mkdtempSync(join(tmpdir(), `dvs-sys-${runId}-`));
@@ -226,6 +292,13 @@ export class NetnsCluster implements RunIdentity {
     c.defer(`remove ${dir}`, () => rmSync(dir, { recursive: true, force: true }));
     try {
       await c.build(opts.signal);
+      if (members.length > 0) {
+        // The daemons refuse to start without a reachable store: etcd first, all members at once (a
+        // member alone has no quorum and never reports healthy).
+        for (const i of members) c.etcd.push(c.etcdMember(i));
+        for (const m of c.etcd) c.spawnEtcd(m, 'new');
+        await Promise.all(c.etcd.map((m) => c.waitEtcdHealthy(m, 20_000)));
+      }
       for (const node of c.nodes) await c.spawnNode(node);
       await c.waitLinks(15_000);
     } catch (e) {
@@ -332,6 +405,7 @@ export class NetnsCluster implements RunIdentity {
       n.logFile,
       '--log-level',
       this.opts.logLevel,
+      ...(this.storeUrl !== undefined ? ['--store', this.storeUrl] : []),
     ];
     // nsenter without --fork execs the daemon in place: the child's PID is the daemon's PID.
     const proc = spawn('nsenter', args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -426,8 +500,15 @@ export class NetnsCluster implements RunIdentity {
     );
   }
 
-  /** Create a DC on every node it spans (admin `dc.create` on each, as the CLI does). */
-  async createDc(cfg: Partial<DcConfig> & { id: number; name: string }): Promise<DcConfig> {
+  /**
+   * Create a DC on every node it spans: without a store, admin `dc.create` on each (as the CLI does); with
+   * etcd, once through `via` (default: the DC's first node), then wait until every node of it has the DC
+   * from its watch.
+   */
+  async createDc(
+    cfg: Partial<DcConfig> & { id: number; name: string },
+    opts: { via?: number; timeoutMs?: number } = {},
+  ): Promise<DcConfig> {
     const full: DcConfig = {
       nodes: this.nodes.map((n) => n.id),
       maxPayload: 4096,
@@ -435,8 +516,130 @@ export class NetnsCluster implements RunIdentity {
       postWindow: 1024,
       ...cfg,
     };
-    for (const id of full.nodes) await this.admin(id, 'dc.create', { config: full });
-    return full;
+    if (this.storeUrl === undefined) {
+      for (const id of full.nodes) await this.admin(id, 'dc.create', { config: full });
+      return full;
+    }
+    const created = await this.admin(opts.via ?? full.nodes[0] ?? 0, 'dc.create', { config: full });
+    await check(
+      async () => {
+        for (const id of full.nodes) {
+          if (!(await this.admin(id, 'dc.list', {})).some((d) => d.id === created.id)) return false;
+        }
+        return true;
+      },
+      opts.timeoutMs ?? 10_000,
+      `DC ${full.name} on nodes ${full.nodes.join(',')}`,
+    );
+    return created;
+  }
+
+  /** `--store` value of the daemons (`etcd://ip:2379,...`), undefined without `etcdOn`. */
+  get storeUrl(): string | undefined {
+    return this.etcd.length === 0 ? undefined : `etcd://${this.etcd.map((m) => m.client).join(',')}`;
+  }
+
+  /** The etcd member running in node `i`'s namespace, or EINVAL. */
+  etcdMemberOf(i: number): NetnsEtcdMember {
+    const m = this.etcd.find((x) => x.node === i);
+    if (m === undefined) throw new DvsError('EINVAL', `node ${i} hosts no etcd member`);
+    return m;
+  }
+
+  /** kill -9 node `i`'s etcd member by PID and wait until it is gone (its daemon keeps running). */
+  async killEtcd(i: number): Promise<void> {
+    const p = this.etcdMemberOf(i).proc;
+    if (!alive(p)) return;
+    const exited = new Promise((r) => p.once('exit', r));
+    p.kill('SIGKILL');
+    await exited;
+  }
+
+  /** Start node `i`'s etcd member again on its data dir; waits until it reports healthy. */
+  async restartEtcd(i: number, timeoutMs = 20_000): Promise<void> {
+    const m = this.etcdMemberOf(i);
+    if (alive(m.proc)) throw new DvsError('EBUSY', `etcd member on node ${i} is still running`);
+    this.spawnEtcd(m, 'existing');
+    await this.waitEtcdHealthy(m, timeoutMs);
+  }
+
+  /** etcd member `i`'s log (zap JSON lines, warn and above), for failure messages. */
+  async etcdLog(i: number): Promise<string> {
+    return readFile(this.etcdMemberOf(i).logFile, 'utf8').catch(() => '');
+  }
+
+  private etcdMember(i: number): NetnsEtcdMember {
+    const n = this.node(i);
+    return {
+      node: n.id,
+      name: `m${n.id}`,
+      client: `${n.ip}:${ETCD_CLIENT_PORT}`,
+      dataDir: join(n.dataDir, 'etcd'),
+      logFile: join(n.dataDir, 'etcd.log'),
+      proc: undefined,
+    };
+  }
+
+  /** Start an etcd member inside its node's namespace (nsenter execs it in place: the PID is etcd's). */
+  private spawnEtcd(m: NetnsEtcdMember, state: 'new' | 'existing'): void {
+    if (this.stopped) throw new DvsError('EINVAL', 'cluster stopped');
+    const bin = findEtcd();
+    if (bin === undefined) throw new DvsError('ENOTSUP', etcdSkipReason() ?? 'no etcd');
+    mkdirSync(m.dataDir, { recursive: true });
+    const n = this.node(m.node);
+    const args = etcdMemberArgs({
+      name: m.name,
+      dataDir: m.dataDir,
+      clientUrl: `http://${m.client}`,
+      peerUrl: `http://${n.ip}:${ETCD_PEER_PORT}`,
+      initialCluster: this.etcd
+        .map((x) => `${x.name}=http://${this.node(x.node).ip}:${ETCD_PEER_PORT}`)
+        .join(','),
+      state,
+      heartbeatMs: this.opts.etcdHeartbeatMs,
+      electionMs: this.opts.etcdElectionMs,
+    });
+    const log = openSync(m.logFile, 'a');
+    let proc: ChildProcess;
+    try {
+      proc = spawn('nsenter', [`--net=/run/netns/${n.ns}`, bin, ...args], { stdio: ['ignore', log, log] });
+    } finally {
+      closeSync(log);
+    }
+    m.proc = proc;
+    if (proc.pid !== undefined) this.pids.push(proc.pid);
+    this.defer(`kill etcd member ${m.name} (pid ${proc.pid})`, () => {
+      if (alive(proc)) proc.kill('SIGKILL');
+    });
+  }
+
+  /**
+   * Poll member `m`'s /health from inside its node's namespace (the root namespace has no route to the
+   * run's LAN): a one-line fetch in a node process entered with nsenter.
+   */
+  private async waitEtcdHealthy(m: NetnsEtcdMember, timeoutMs: number): Promise<void> {
+    const probe =
+      'fetch(process.argv[1],{signal:AbortSignal.timeout(1000)}).then(r=>r.json())' +
+      ".then(b=>process.exit(b.health==='true'?0:1),()=>process.exit(1))";
+    await check(
+      async () => {
+        if (!alive(m.proc)) throw new Error(`etcd member ${m.name} exited (log: ${m.logFile})`);
+        try {
+          await sh('nsenter', [
+            `--net=/run/netns/${this.node(m.node).ns}`,
+            process.execPath,
+            '-e',
+            probe,
+            `http://${m.client}/health`,
+          ]);
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      timeoutMs,
+      `etcd member ${m.name} healthy`,
+    );
   }
 
   /** kill -9 node `i`'s daemon by PID and wait until it is gone. */

@@ -1,6 +1,8 @@
 /** `dvs node start`: one node daemon in the foreground until SIGINT/SIGTERM. */
 import type { NodeOptions } from '../../node/options.js';
+import { storeFromSeed } from '../../node/store-spec.js';
 import type { PeerConfig } from '../../protocol/admin.js';
+import { dvsError } from '../../protocol/errors.js';
 import type { Ctx } from '../context.js';
 import { interruptSignal } from '../context.js';
 
@@ -18,10 +20,16 @@ export interface NodeStartOptions {
   logFile?: string;
   /** `embedded`, `embedded:<node>` or `etcd://h1:2379,...` (see NodeOptions.store). */
   store?: string;
+  /**
+   * With `store: 'embedded'`: the node-link address (HOST:PORT) of the node hosting the embedded store;
+   * this node then uses it (`embedded:<that node's id>`, found in `peers`) instead of hosting one.
+   */
+  seed?: string;
 }
 
-/** Builds the daemon's options from the command line (pure; exported for tests). */
+/** Builds the daemon's options from the command line (pure; exported for tests). EINVAL for a bad --seed. */
 export function nodeOptionsOf(o: NodeStartOptions): NodeOptions {
+  const store = o.seed === undefined ? o.store : seededStore(o, o.seed);
   return {
     nodeId: o.nodeId,
     listen: o.listen,
@@ -35,17 +43,30 @@ export function nodeOptionsOf(o: NodeStartOptions): NodeOptions {
     ...(o.deadAfterMs !== undefined ? { deadAfterMs: o.deadAfterMs } : {}),
     ...(o.logLevel !== undefined ? { logLevel: o.logLevel } : {}),
     ...(o.logFile !== undefined ? { logFile: o.logFile } : {}),
-    ...(o.store !== undefined ? { store: o.store } : {}),
+    ...(store !== undefined ? { store } : {}),
   };
+}
+
+/** `--store embedded --seed HOST:PORT` → `embedded:<id of the peer at HOST:PORT>`. */
+function seededStore(o: NodeStartOptions, seed: string): string {
+  if (o.store !== 'embedded') {
+    throw dvsError(
+      'EINVAL',
+      `--seed goes with --store embedded (got ${o.store === undefined ? 'no --store' : `--store ${o.store}`})`,
+    );
+  }
+  return storeFromSeed(seed, o.peers ?? [], o.nodeId, o.listen);
 }
 
 export async function nodeStart(ctx: Ctx, o: NodeStartOptions): Promise<number> {
   // Installed before start so a signal during start-up still stops the daemon cleanly.
   const interrupt = interruptSignal();
   try {
+    // Before loading the daemon: a bad --seed is reported at once.
+    const opts = nodeOptionsOf(o);
     // Loaded on demand: other commands should not pay for the daemon's imports.
     const { startNode } = await import('../../node/daemon.js');
-    const daemon = await startNode(nodeOptionsOf(o));
+    const daemon = await startNode(opts);
     ctx.out.note(
       `dvs node ${o.nodeId} running (pid ${process.pid}); links on ${o.listen}, socket ${o.socket}`,
     );

@@ -60,6 +60,45 @@ export async function waitFor<T>(
   }
 }
 
+/** What one etcd member needs to know to start (see {@link etcdMemberArgs}). */
+export interface EtcdMemberConfig {
+  name: string;
+  dataDir: string;
+  /** `http://host:port` the member serves clients on (listened on and advertised). */
+  clientUrl: string;
+  /** `http://host:port` for the other members (listened on and advertised). */
+  peerUrl: string;
+  /** `name=peerUrl,...` of every member. */
+  initialCluster: string;
+  /** `new` for a first start, `existing` for a restart on the same data dir. */
+  state: 'new' | 'existing';
+  heartbeatMs: number;
+  electionMs: number;
+}
+
+/**
+ * The command line of one test etcd member: tuned timing, warn-level zap logs on stderr. Shared with the
+ * system harness (test/system/harness.ts), which starts the members inside network namespaces.
+ */
+export function etcdMemberArgs(m: EtcdMemberConfig): string[] {
+  return [
+    `--name=${m.name}`,
+    `--data-dir=${m.dataDir}`,
+    `--listen-client-urls=${m.clientUrl}`,
+    `--advertise-client-urls=${m.clientUrl}`,
+    `--listen-peer-urls=${m.peerUrl}`,
+    `--initial-advertise-peer-urls=${m.peerUrl}`,
+    `--initial-cluster=${m.initialCluster}`,
+    `--initial-cluster-state=${m.state}`,
+    '--initial-cluster-token=dvs-test',
+    `--heartbeat-interval=${m.heartbeatMs}`,
+    `--election-timeout=${m.electionMs}`,
+    '--logger=zap',
+    '--log-outputs=stderr',
+    '--log-level=warn',
+  ];
+}
+
 export interface EtcdClusterOptions {
   /** Members (default 3). */
   members?: number;
@@ -272,22 +311,16 @@ export class EtcdTestCluster {
     const m = this.member(i);
     mkdirSync(m.dataDir, { recursive: true });
     const peers = this.members.map((x) => `${x.name}=http://127.0.0.1:${x.peerPort}`).join(',');
-    const args = [
-      `--name=${m.name}`,
-      `--data-dir=${m.dataDir}`,
-      `--listen-client-urls=http://127.0.0.1:${m.clientPort}`,
-      `--advertise-client-urls=http://127.0.0.1:${m.clientPort}`,
-      `--listen-peer-urls=http://127.0.0.1:${m.peerPort}`,
-      `--initial-advertise-peer-urls=http://127.0.0.1:${m.peerPort}`,
-      `--initial-cluster=${peers}`,
-      `--initial-cluster-state=${state}`,
-      '--initial-cluster-token=dvs-test',
-      `--heartbeat-interval=${this.opts.heartbeatMs}`,
-      `--election-timeout=${this.opts.electionMs}`,
-      '--logger=zap',
-      '--log-outputs=stderr',
-      '--log-level=warn',
-    ];
+    const args = etcdMemberArgs({
+      name: m.name,
+      dataDir: m.dataDir,
+      clientUrl: `http://127.0.0.1:${m.clientPort}`,
+      peerUrl: `http://127.0.0.1:${m.peerPort}`,
+      initialCluster: peers,
+      state,
+      heartbeatMs: this.opts.heartbeatMs,
+      electionMs: this.opts.electionMs,
+    });
     // One log per member in the temp dir: readable after a failure (the dir goes on stop()).
     const log = openSync(join(this.dir, `${m.name}.log`), 'a');
     try {

@@ -445,8 +445,42 @@ export class Dvk {
     await this.call((callId) => this.conn.out.frame({ op: 'vcopy', callId, src, dst, bytes }), opts);
   }
 
-  /** Close the connection: the endpoint is unbound, pending calls reject with ENOTCONN. */
-  async close(): Promise<void> {
+  /**
+   * Close the connection; the endpoint is unbound. Calls still pending are cancelled first and settle with the
+   * daemon's answer: a receive that had already taken a message resolves with it (its sender was told it was
+   * delivered), the others reject with EABORTED. After `timeout` ms (default 2000) the socket closes anyway and
+   * whatever is still pending rejects with ENOTCONN. Posts received ahead and not read are dropped.
+   */
+  async close(opts: { timeout?: number } = {}): Promise<void> {
+    // Cancel what is still pending and let the daemon answer first: a receive that had already taken a message
+    // (its sender was told so) resolves with it instead of losing it with the socket; the rest settle EABORTED.
+    if (this.closedErr === undefined && this.calls.size > 0) {
+      const settled: Promise<void>[] = [];
+      for (const p of this.calls.values()) {
+        settled.push(
+          new Promise<void>((done) => {
+            const { resolve, reject } = p;
+            p.resolve = (r) => {
+              resolve(r);
+              done();
+            };
+            p.reject = (e) => {
+              reject(e);
+              done();
+            };
+          }),
+        );
+      }
+      for (const id of [...this.calls.keys()]) this.cancel(id, 'EABORTED');
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.all(settled),
+        new Promise<void>((r) => {
+          timer = setTimeout(r, opts.timeout ?? 2000);
+        }),
+      ]);
+      clearTimeout(timer);
+    }
     await this.conn.close();
   }
 

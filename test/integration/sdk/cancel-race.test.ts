@@ -67,3 +67,27 @@ test('an abort that beats the message settles EABORTED and the message stays que
   const m = await b.receive(100, { timeout: 1000 });
   assert.equal(m.type, 5);
 });
+
+test('close() with a receive pending: a message taken before the cancel resolves the receive, nothing is lost', async () => {
+  await client(100);
+  const b = await client(101);
+  clients.splice(clients.indexOf(b), 1);
+  const pending = b.receive(100);
+  await new Promise((r) => setTimeout(r, 20)); // the RECEIVE is waiting at the daemon
+  // A message reaches the kernel just before the CANCEL that close() sends: the pending receive takes it.
+  kernel.beforeCancel = () => kernel.post(Date.now(), kernel.procOf(100)!, 101, 9, Uint8Array.of(7));
+  await b.close();
+  const m = await pending;
+  assert.equal(kernel.cancels, 1);
+  assert.equal(m.type, 9, 'the receive resolved with the message instead of losing it');
+  assert.deepEqual([...m.payload], [7]);
+});
+
+test('close() with a receive pending and nothing arriving: the receive rejects EABORTED', async () => {
+  const b = await client(101);
+  clients.splice(clients.indexOf(b), 1);
+  const pending = assert.rejects(b.receive(100), rejectsWith('EABORTED'));
+  await new Promise((r) => setTimeout(r, 20));
+  await b.close();
+  await pending;
+});

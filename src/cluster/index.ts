@@ -1,6 +1,6 @@
 /**
- * The cluster services over the {@link ClusterStore}: membership, the DC registry and the endpoint directory
- * (docs/cluster.md has the key layout, the recipes, the liveness rule and how the daemon wires them).
+ * The cluster services over the {@link ClusterStore}: membership, the DC registry, the endpoint directory and
+ * queued locks with fencing tokens (docs/cluster.md has the key layout, the recipes, the liveness rule and how the daemon wires them).
  */
 export { validateDcConfig, validateDcName } from './dc-config.js';
 export { type DcChange, DcRegistry, type DcRegistryOptions, type DcSpec } from './dcs.js';
@@ -12,6 +12,15 @@ export {
   type DirectoryOptions,
 } from './directory.js';
 export * as keys from './keys.js';
+export {
+  type AcquireLockOptions,
+  acquireLock,
+  checkFence,
+  LOCKS_PREFIX,
+  type LockHandle,
+  lockKey,
+  lockPrefix,
+} from './lock.js';
 export {
   type LinkState,
   Membership,

@@ -21,6 +21,8 @@ export interface TestNode {
   socket: string;
   address: string;
   dataDir: string;
+  /** `--store` of this node, if the cluster runs with a cluster store. */
+  store: string | undefined;
   proc: ChildProcess | undefined;
 }
 
@@ -28,6 +30,9 @@ export interface ClusterOptions {
   nodes?: number;
   heartbeatMs?: number;
   deadAfterMs?: number;
+  /** Run with a cluster store: node i gets `--store stores[i]` (and `nodes` is `stores.length`). start() then waits
+   *  until every node sees every other registered and linked. */
+  stores?: string[];
 }
 
 /** Free loopback TCP ports (bound and released: a tiny race, acceptable on a test machine). */
@@ -95,7 +100,13 @@ export class TestCluster {
   ) {}
 
   static async start(opts: ClusterOptions = {}): Promise<TestCluster> {
-    const o = { nodes: 3, heartbeatMs: 100, deadAfterMs: 1000, ...opts };
+    const o = {
+      heartbeatMs: 100,
+      deadAfterMs: 1000,
+      ...opts,
+      nodes: opts.stores?.length ?? opts.nodes ?? 3,
+      stores: opts.stores ?? [],
+    };
     const dir = await mkdtemp(join(tmpdir(), 'dvs-it-'));
     const c = new TestCluster(dir, o);
     const ports = await freePorts(o.nodes);
@@ -105,12 +116,14 @@ export class TestCluster {
         socket: join(dir, `node${i}`, 'dvk.sock'),
         address: `127.0.0.1:${ports[i]}`,
         dataDir: join(dir, `node${i}`),
+        store: o.stores[i],
         proc: undefined,
       });
     }
     try {
       for (const n of c.nodes) c.spawnNode(n);
-      await c.waitLinks();
+      if (o.stores.length > 0) await c.waitMembers(c.nodes.map((n) => n.id));
+      else await c.waitLinks();
     } catch (e) {
       await c.stop();
       throw e;
@@ -139,6 +152,7 @@ export class TestCluster {
       String(this.opts.heartbeatMs),
       '--dead-after-ms',
       String(this.opts.deadAfterMs),
+      ...(n.store === undefined ? [] : ['--store', n.store]),
       '--metrics',
       '127.0.0.1:0',
       '--log-file',
@@ -189,6 +203,24 @@ export class TestCluster {
       },
       timeoutMs,
       'all links up',
+    );
+  }
+
+  /** Wait until each of `ids` sees every one of `ids` up in its membership view (and its links up). */
+  async waitMembers(ids: number[], timeoutMs = 20_000): Promise<void> {
+    await check(
+      async () => {
+        for (const i of ids) {
+          const st = await this.status(i);
+          for (const j of ids) {
+            if (st.cluster?.members.find((m) => m.id === j)?.state !== 'up') return false;
+            if (j !== i && st.links.find((l) => l.node === j)?.state !== 'up') return false;
+          }
+        }
+        return true;
+      },
+      timeoutMs,
+      `nodes ${ids.join(',')} registered and linked`,
     );
   }
 

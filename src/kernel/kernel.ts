@@ -159,13 +159,7 @@ export class Kernel implements KernelApi, KernelClusterApi {
     const why = `node ${node} left DC ${dc.cfg.name}`;
     for (const e of [...dc.eps.values()]) {
       if (e.isLocal) {
-        if (e.postOut !== null && e.postAt !== null && e.proc !== null) {
-          for (const [dst, n] of [...e.postOut]) {
-            if (e.postAt.get(dst) !== node) continue;
-            settlePosts(e, dst, n);
-            if (n > 0) this.io.toProc(e.proc.id, { ev: 'postFailed', dst, code: 'EDSTDIED', n });
-          }
-        }
+        this.failPostsTo(e, node, 'EDSTDIED');
         continue;
       }
       if (e.node !== node) continue;
@@ -183,6 +177,20 @@ export class Kernel implements KernelApi, KernelClusterApi {
     const rs = this.replies.get(node);
     if (rs !== undefined) {
       for (const c of [...rs.values()]) if (c.ep.dc === dc) this.finish(c, fail('EDSTDIED', why));
+    }
+  }
+
+  /**
+   * Report as failed (`code`) the posts local sender `e` still has outstanding towards `node`. By the node the
+   * posts went to: the destination may have been unbound since (its postFail answers died with the node), and
+   * those posts must still be reported.
+   */
+  private failPostsTo(e: Ep, node: NodeId, code: ErrorCode): void {
+    if (e.postOut === null || e.postAt === null || e.proc === null) return;
+    for (const [dst, n] of [...e.postOut]) {
+      if (e.postAt.get(dst) !== node) continue;
+      settlePosts(e, dst, n);
+      if (n > 0) this.io.toProc(e.proc.id, { ev: 'postFailed', dst, code, n });
     }
   }
 
@@ -537,15 +545,7 @@ export class Kernel implements KernelApi, KernelClusterApi {
           const s = dc.eps.get(r.peer);
           if (s !== undefined && !s.isLocal && s.node === node) this.finish(r, fail('ENOTCONN', why));
         }
-        if (e.postOut !== null && e.postAt !== null && e.proc !== null) {
-          // By the node the posts went to: the destination may have been unbound since (its postFail
-          // answers died with the node), and those posts must still be reported.
-          for (const [dst, n] of e.postOut) {
-            if (e.postAt.get(dst) !== node) continue;
-            settlePosts(e, dst, n);
-            if (n > 0) this.io.toProc(e.proc.id, { ev: 'postFailed', dst, code: 'ENOTCONN', n });
-          }
-        }
+        this.failPostsTo(e, node, 'ENOTCONN');
       }
     }
     this.copy.nodeDown(node);

@@ -53,6 +53,16 @@ export const ERROR_CODES = {
   ENOTSUP: 'not supported',
   /** The daemon failed internally; this is a bug. */
   EINTERNAL: 'internal error',
+  /** A fencing token, revision or view id is older than the current one. */
+  ESTALE: 'stale token or revision',
+  /** Releasing or using something (a lock, a lease) the caller does not hold. */
+  ENOTOWNER: 'not held by caller',
+  /** The service cannot answer now (cluster store unreachable, minority side of a partition). */
+  EUNAVAIL: 'service unavailable',
+  /** The caller was expelled from a group (it stopped reading, or its view was left behind). */
+  EEXPELLED: 'expelled from group',
+  /** Missing, wrong or expired credentials (API token, node certificate). */
+  EAUTH: 'authentication failed',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
@@ -81,6 +91,11 @@ export const ERROR_NUMBERS: Readonly<Record<ErrorCode, number>> = {
   EMOVED: 20,
   ENOTSUP: 21,
   EINTERNAL: 22,
+  ESTALE: 23,
+  ENOTOWNER: 24,
+  EUNAVAIL: 25,
+  EEXPELLED: 26,
+  EAUTH: 27,
 };
 
 const CODE_BY_NUMBER: ReadonlyMap<number, ErrorCode> = new Map(

@@ -22,7 +22,8 @@ import type { AdminMethod, AdminMethods, NodeStatus, ProcessInfo } from '../prot
 import { DvsError, dvsError } from '../protocol/errors.js';
 import { LinkManager } from '../proxy/links.js';
 import { ClusterWiring } from './cluster.js';
-import { LocalServer } from './local-server.js';
+import { type AdminContext, LocalServer } from './local-server.js';
+import { ServiceRegistry } from './services.js';
 import { createRegistry, MetricsServer } from './metrics.js';
 import type { NodeOptions } from './options.js';
 import { ProcessManager } from './processes.js';
@@ -69,6 +70,8 @@ class Daemon implements NodeDaemon {
   private readonly local: LocalServer;
   private readonly links: LinkManager;
   private readonly processes: ProcessManager;
+  /** DVK services offered to processes and the CLI beside the fixed admin methods (src/node/services.ts). */
+  private readonly services = new ServiceRegistry();
   private readonly metrics: MetricsServer | undefined;
   /** The cluster store and its services; undefined without `--store` (the default path). */
   private readonly cluster: ClusterWiring | undefined;
@@ -113,7 +116,7 @@ class Daemon implements NodeDaemon {
       path: opts.socket,
       kernel: this.kernel,
       logger: this.logger,
-      admin: (method, params, signal) => this.admin(method as AdminMethod, params, signal),
+      admin: (method, params, ctx) => this.admin(method, params, ctx),
     });
     this.links = new LinkManager({
       nodeId: opts.nodeId,
@@ -297,7 +300,10 @@ class Daemon implements NodeDaemon {
   }
 
   /** The admin RPC (src/protocol/admin.ts). Each method validates its params: they come from a socket. */
-  private async admin(method: AdminMethod, params: unknown, signal: AbortSignal): Promise<unknown> {
+  private async admin(name: string, params: unknown, ctx: AdminContext): Promise<unknown> {
+    if (this.services.has(name)) return this.services.call(name, params, ctx);
+    const method = name as AdminMethod;
+    const signal = ctx.signal;
     const p = (params ?? {}) as Record<string, unknown>;
     switch (method) {
       case 'status':

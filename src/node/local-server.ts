@@ -18,15 +18,52 @@ import { lstat, unlink } from 'node:fs/promises';
 import type { Server, Socket } from 'node:net';
 import { createConnection, createServer } from 'node:net';
 import type { Logger } from 'pino';
-import type { CallId, CallResult, KernelApi, ProcEvent, ProcId, Received } from '../kernel/types.js';
+import type {
+  CallId,
+  CallResult,
+  DcId,
+  Endpoint,
+  KernelApi,
+  ProcEvent,
+  ProcId,
+  Received,
+} from '../kernel/types.js';
+import { CANCEL_METHOD } from '../protocol/admin.js';
 import type { ErrorCode } from '../protocol/errors.js';
 import { DvsError } from '../protocol/errors.js';
 import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder } from '../protocol/frame.js';
 import type { PostSink, ProcFrame } from '../protocol/proc-frames.js';
 import { decodeProcFrame, ProcFrameWriter, readPost } from '../protocol/proc-frames.js';
 
+/** The process behind a session that did HELLO: services scope what it may touch by its DC. */
+export interface AdminCaller {
+  dc: DcId;
+  ep: Endpoint;
+  pid: number;
+  /** Local session id (unique in this daemon run). */
+  proc: ProcId;
+}
+
+/**
+ * What an admin handler knows about the call besides its params. The CLI's sessions never attach, so
+ * `caller` is undefined for them; SDK connections attach, and the services they call (kv, locks, groups)
+ * are scoped to `caller.dc`.
+ */
+export interface AdminContext {
+  /** Aborted when the session closes (or the daemon stops). */
+  signal: AbortSignal;
+  caller: AdminCaller | undefined;
+  /**
+   * Push an EVENT frame to this session under subscription id `sub` (ids are chosen by the service and
+   * returned to the caller in its result). Returns false once the session is closed.
+   */
+  push(sub: number, data: unknown): boolean;
+  /** Run `fn` once when the session closes: release what the session held (locks, group membership, watches). */
+  onClose(fn: () => void): void;
+}
+
 /** Serves one admin RPC; throws DvsError (or anything: it becomes EINTERNAL) on failure. */
-export type AdminHandler = (method: string, params: unknown, signal: AbortSignal) => Promise<unknown>;
+export type AdminHandler = (method: string, params: unknown, ctx: AdminContext) => Promise<unknown>;
 
 export interface LocalServerOptions {
   /** Unix socket path. A stale socket file (nobody listening) is replaced. */
@@ -66,6 +103,12 @@ class Session implements PostSink {
   readonly admin = new AbortController();
   attached = false;
   pid = -1;
+  /** Set by HELLO. */
+  caller: AdminCaller | undefined;
+  /** Admin calls still running, by request id: `$cancel` aborts one. */
+  readonly adminCalls = new Map<number, AbortController>();
+  /** Cleanups registered by services through AdminContext.onClose. */
+  readonly closers: (() => void)[] = [];
   dirty = false;
   closed = false;
   /** The receive (callId) that asked for receive-ahead, while it is pending in the kernel. */
@@ -224,6 +267,13 @@ export class LocalServer {
     s.closed = true;
     this.sessions.delete(s.id);
     s.admin.abort(reason ?? new DvsError('ENOTCONN', 'session closed'));
+    for (const fn of s.closers.splice(0)) {
+      try {
+        fn();
+      } catch (e) {
+        this.log.error({ proc: s.id, err: e }, 'session cleanup failed');
+      }
+    }
     if (s.attached) {
       s.attached = false;
       try {
@@ -335,6 +385,7 @@ export class LocalServer {
       k.attach(this.now(), s.id, dc.id, f.endpoint, opts);
       s.attached = true;
       s.pid = f.pid;
+      s.caller = { dc: dc.id, ep: f.endpoint, pid: f.pid, proc: s.id };
       this.markDirty(s).out.frame({
         op: 'helloOk',
         callId: f.callId,
@@ -372,17 +423,42 @@ export class LocalServer {
   }
 
   private adminCall(s: Session, id: number, method: string, params: unknown): void {
+    if (method === CANCEL_METHOD) {
+      // The client gave up on call params.id (timeout or abort): stop it. The $cancel itself gets no answer
+      // the client waits for.
+      const target = (params as { id?: unknown } | null)?.id;
+      if (typeof target === 'number') s.adminCalls.get(target)?.abort(new DvsError('EABORTED', 'cancelled'));
+      this.markDirty(s).out.frame({ op: 'adminResult', id, result: null });
+      return;
+    }
+    const ac = new AbortController();
+    s.adminCalls.set(id, ac);
+    const ctx: AdminContext = {
+      signal: AbortSignal.any([s.admin.signal, ac.signal]),
+      caller: s.caller,
+      push: (sub, data) => {
+        if (s.closed) return false;
+        this.markDirty(s).out.frame({ op: 'event', sub, data });
+        return true;
+      },
+      onClose: (fn) => {
+        if (s.closed) fn();
+        else s.closers.push(fn);
+      },
+    };
     let p: Promise<unknown>;
     try {
-      p = this.opts.admin(method, params, s.admin.signal);
+      p = this.opts.admin(method, params, ctx);
     } catch (e) {
       p = Promise.reject(e);
     }
     p.then(
       (result) => {
+        s.adminCalls.delete(id);
         if (!s.closed) this.markDirty(s).out.frame({ op: 'adminResult', id, result: result ?? null });
       },
       (e: unknown) => {
+        s.adminCalls.delete(id);
         const err = DvsError.from(e);
         if (err.code === 'EINTERNAL') this.log.error({ method, err: e }, 'admin call failed');
         if (!s.closed) this.markDirty(s).out.frame({ op: 'adminResult', id, error: err.toWire() });

@@ -105,6 +105,22 @@ export interface ProcessInfo {
   exit: { code: number | null; signal: string | null; at: number } | null;
 }
 
+/**
+ * One entry of a daemon's event log (src/node/events.ts): what happened (`kind`, e.g. `node.down`,
+ * `dc.created`, `proc.exited`), to what (`subject`, e.g. `node2`, `dc demo`, `demo/100`), seen by which node.
+ * `seq` grows by one per event within a daemon run (a restarted daemon starts again at 1).
+ */
+export interface NodeEvent {
+  seq: number;
+  /** ms since the epoch, by the observing node's clock. */
+  time: number;
+  kind: string;
+  subject: string;
+  /** The node that observed and logged it. */
+  node: NodeId;
+  detail: Record<string, unknown>;
+}
+
 /** Params and results of every admin method. */
 export interface AdminMethods {
   /** This node's status and links. */
@@ -151,11 +167,20 @@ export interface AdminMethods {
   };
   /** Endpoint table of a DC on this node (local and remote rows). */
   'ep.list': { params: { dc: DcId | string }; result: EndpointInfo[] };
+  /** This node's event log after `since` (a seq; default 0), oldest first, at most `limit` (default 1000).
+   *  `last` is the newest seq logged so far (pass it as the next `since`). */
+  'events.list': { params: { since?: number; limit?: number }; result: { events: NodeEvent[]; last: number } };
   /** Stop this daemon (processes it started are stopped too). */
   'node.shutdown': { params: Record<string, never>; result: { ok: true } };
 }
 
 export type AdminMethod = keyof AdminMethods;
+
+/**
+ * Method name meaning "the client gave up on the call with id `params.id`" (timeout or abort): the daemon
+ * aborts that call's signal so a waiting service (a queued lock, a watch) stops. Answered with null.
+ */
+export const CANCEL_METHOD = '$cancel';
 export const ADMIN_METHODS: readonly AdminMethod[] = [
   'status',
   'dc.create',
@@ -169,5 +194,6 @@ export const ADMIN_METHODS: readonly AdminMethod[] = [
   'proc.wait',
   'logs.read',
   'ep.list',
+  'events.list',
   'node.shutdown',
 ];

@@ -42,6 +42,7 @@
  * | ADMIN          | 22 | → | - | MessagePack {id, method, params} |
  * | ADMIN_RESULT   | 23 | ← | - | MessagePack {id, result} or {id, error: WireError} |
  * | REPLY_RECEIVE  | 24 | → | callId, peer = dst, type, flags NOWAIT | payload (answered by a RESULT with the next request) |
+ * | EVENT          | 25 | ← | callId = subscription id | MessagePack data (a service pushing to a subscriber: watches, group deliveries) |
  *
  * A failed HELLO is answered by a RESULT with the error. RESULT flag MORE marks a receive-ahead message:
  * when a receive (with aux > 0) completes with a post, the daemon takes up to `aux` further posts that are
@@ -95,6 +96,7 @@ export const PROC_OPS = {
   admin: 22,
   adminResult: 23,
   replyReceive: 24,
+  event: 25,
 } as const;
 export type ProcOp = keyof typeof PROC_OPS;
 
@@ -174,7 +176,8 @@ export type ProcFrame =
   | { op: 'grantWrite'; xfer: number; grant: number; offset: number; data: Uint8Array }
   | { op: 'grantWritten'; xfer: number; code: ErrorCode | null }
   | { op: 'admin'; id: number; method: string; params: unknown }
-  | { op: 'adminResult'; id: number; result?: unknown; error?: WireError };
+  | { op: 'adminResult'; id: number; result?: unknown; error?: WireError }
+  | { op: 'event'; sub: number; data: unknown };
 
 /** Plain MessagePack (no msgpackr records), so any MessagePack implementation can speak the protocol. */
 const packr = new Packr({ useRecords: false, mapsAsObjects: true });
@@ -387,6 +390,9 @@ export class ProcFrameWriter {
         this.raw(PROC_OPS.adminResult, 0, 0, 0, 0, 0, 0, packr.pack(body));
         return;
       }
+      case 'event':
+        this.raw(PROC_OPS.event, 0, 0, f.sub, 0, 0, 0, packr.pack(f.data ?? null));
+        return;
     }
   }
 }
@@ -582,6 +588,16 @@ export function decodeProcFrame(body: Uint8Array): ProcFrame {
         return { op, id, error: DvsError.fromWire(e).toWire() };
       }
       return { op, id, result: o.result };
+    }
+    case 'event': {
+      h.only({ callId: true, body: true });
+      let data: unknown;
+      try {
+        data = packr.unpack(rest);
+      } catch {
+        throw proto('event: malformed MessagePack');
+      }
+      return { op, sub: callId, data };
     }
   }
 }

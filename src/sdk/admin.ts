@@ -4,16 +4,10 @@
  */
 import type { AdminMethod, AdminMethods } from '../protocol/admin.js';
 import { DvsError } from '../protocol/errors.js';
-import type { ProcFrame } from '../protocol/proc-frames.js';
 import type { CallOptions } from './client.js';
 import type { ConnectTimeoutOptions } from './conn.js';
 import { ProcConnection } from './conn.js';
-
-interface PendingAdmin {
-  resolve(v: unknown): void;
-  reject(e: DvsError): void;
-  cleanup(): void;
-}
+import { RpcChannel } from './rpc.js';
 
 /**
  * @example
@@ -23,13 +17,17 @@ interface PendingAdmin {
  */
 export class AdminClient {
   private readonly conn: ProcConnection;
-  private readonly pending = new Map<number, PendingAdmin>();
-  private nextId = 1;
-  private closedErr: DvsError | undefined;
+  private readonly rpc: RpcChannel;
 
   private constructor(conn: ProcConnection) {
     this.conn = conn;
-    conn.bind({ frame: (f) => this.onFrame(f), closed: (err) => this.onClosed(err) });
+    this.rpc = new RpcChannel(conn);
+    conn.bind({
+      frame: (f) => {
+        if (!this.rpc.onFrame(f)) throw new DvsError('EPROTO', `unexpected ${f.op} on an admin connection`);
+      },
+      closed: (err) => this.rpc.closed(err),
+    });
   }
 
   /** Connect to the daemon at `socketPath` (ENOTCONN if nobody listens there). */
@@ -46,58 +44,28 @@ export class AdminClient {
     params: AdminMethods[M]['params'],
     opts: CallOptions = {},
   ): Promise<AdminMethods[M]['result']> {
-    if (this.closedErr) return Promise.reject(this.closedErr);
-    if (opts.signal?.aborted) return Promise.reject(new DvsError('EABORTED', `${method} aborted`));
-    const id = this.nextId;
-    this.nextId = id >= 0xffffffff ? 1 : id + 1;
-    return new Promise((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
-      const onAbort = () => fail(new DvsError('EABORTED', `${method} aborted`));
-      const fail = (e: DvsError) => {
-        if (this.pending.get(id) !== entry) return;
-        this.pending.delete(id);
-        entry.cleanup();
-        reject(e);
-      };
-      const entry: PendingAdmin = {
-        resolve: resolve as (v: unknown) => void,
-        reject,
-        cleanup: () => {
-          if (timer) clearTimeout(timer);
-          opts.signal?.removeEventListener('abort', onAbort);
-        },
-      };
-      if (opts.timeout !== undefined)
-        timer = setTimeout(() => fail(new DvsError('ETIMEDOUT', `${method} timed out`)), opts.timeout);
-      opts.signal?.addEventListener('abort', onAbort, { once: true });
-      this.pending.set(id, entry);
-      this.conn.out.frame({ op: 'admin', id, method, params });
-      this.conn.schedule();
-    });
+    return this.rpc.call(method, params, opts) as Promise<AdminMethods[M]['result']>;
+  }
+
+  /**
+   * Call a DVK service method that is not a fixed admin method (`kv.get`, `lock.ls`...: src/node/services.ts).
+   * The CLI names the DC in `params.dc`.
+   */
+  service(method: string, params: Record<string, unknown>, opts: CallOptions = {}): Promise<unknown> {
+    return this.rpc.call(method, params, opts);
+  }
+
+  /** Allocate a subscription id for a service that pushes events (pass it as `params.sub`). */
+  subscribe(fn: (data: unknown) => void): number {
+    return this.rpc.subscribe(fn);
+  }
+
+  unsubscribe(sub: number): void {
+    this.rpc.unsubscribe(sub);
   }
 
   /** Close the connection; pending calls reject with ENOTCONN. */
   async close(): Promise<void> {
     await this.conn.close();
-  }
-
-  private onFrame(f: ProcFrame): void {
-    if (f.op !== 'adminResult') throw new DvsError('EPROTO', `unexpected ${f.op} on an admin connection`);
-    const p = this.pending.get(f.id);
-    // A call that timed out locally may still be answered: ignore it.
-    if (p === undefined) return;
-    this.pending.delete(f.id);
-    p.cleanup();
-    if (f.error !== undefined) p.reject(DvsError.fromWire(f.error));
-    else p.resolve(f.result);
-  }
-
-  private onClosed(err: DvsError): void {
-    this.closedErr = err;
-    for (const p of this.pending.values()) {
-      p.cleanup();
-      p.reject(err);
-    }
-    this.pending.clear();
   }
 }

@@ -26,6 +26,7 @@ import type { HelloOkFrame, ProcFrame, ResultFrame } from '../protocol/proc-fram
 import { FLAG_NOWAIT, PROC_OPS } from '../protocol/proc-frames.js';
 import type { ConnectTimeoutOptions } from './conn.js';
 import { ProcConnection } from './conn.js';
+import { RpcChannel } from './rpc.js';
 
 /** Options of a blocking call. */
 export interface CallOptions {
@@ -206,6 +207,8 @@ export class Dvk {
   readonly postWindow: number;
 
   private readonly conn: ProcConnection;
+  /** Service calls (kv, locks, groups...) and their pushed events. */
+  private readonly rpc: RpcChannel;
   private readonly calls = new Map<number, Pending>();
   private nextCallId = 2;
   private closedErr: DvsError | undefined;
@@ -230,6 +233,7 @@ export class Dvk {
     this.node = ok.node;
     this.maxPayload = ok.maxPayload;
     this.postWindow = ok.postWindow;
+    this.rpc = new RpcChannel(conn);
     conn.bind({ frame: (f) => this.onFrame(f), closed: (err) => this.onClosed(err) });
   }
 
@@ -545,8 +549,27 @@ export class Dvk {
     return p;
   }
 
+  /**
+   * Call a DVK service of this node (src/node/services.ts: `kv.get`, `lock.acquire`, `group.join`, ...). The
+   * service acts on this process's DC only. Prefer the typed wrappers built on it.
+   */
+  service(method: string, params: Record<string, unknown> = {}, opts?: CallOptions): Promise<unknown> {
+    return this.rpc.call(method, params, opts);
+  }
+
+  /** Allocate a subscription id for a service that pushes events (pass it as `params.sub`). */
+  subscribe(fn: (data: unknown) => void): number {
+    return this.rpc.subscribe(fn);
+  }
+
+  /** Stop routing events of subscription `sub` (tell the service separately). */
+  unsubscribe(sub: number): void {
+    this.rpc.unsubscribe(sub);
+  }
+
   /** @internal a frame from the daemon. */
   onFrame(f: ProcFrame): void {
+    if (this.rpc.onFrame(f)) return;
     switch (f.op) {
       case 'result': {
         if (f.more) {
@@ -684,6 +707,7 @@ export class Dvk {
   private onClosed(err: DvsError): void {
     if (this.closedErr) return;
     this.closedErr = err;
+    this.rpc.closed(err);
     for (const id of [...this.calls.keys()]) this.settle(id)?.reject(err);
     for (const w of this.windows.values()) {
       for (let i = w.head; i < w.queue.length; i++) w.queue[i]!.reject(err);

@@ -36,15 +36,35 @@ export const DC = {
   postWindow: 1024,
 };
 
+/** Keys registered by the fake `hold` method and not yet released by their session's close. */
+export const held = new Set<string>();
+/** How many `slow` calls saw their signal abort (a client timeout sends `$cancel`). */
+export const slowAborted = { count: 0 };
+
 /** The fake admin handler: `echo` returns its params, `fail` throws EPERM, `slow` waits for its signal. */
-export const fakeAdmin: AdminHandler = async (method, params, signal) => {
+export const fakeAdmin: AdminHandler = async (method, params, ctx) => {
+  const signal = ctx.signal;
   if (method === 'echo' || method === 'status') return { method, params };
   if (method === 'fail') {
     throw new DvsError('EPERM', 'not allowed', { why: 'test' });
   }
   if (method === 'boom') throw new Error('handler bug');
+  // Service-channel probes: who is calling, pushed events, cleanup on session close.
+  if (method === 'whoami') return ctx.caller ?? null;
+  if (method === 'push') {
+    const { sub, n } = params as { sub: number; n: number };
+    for (let i = 0; i < n; i++) ctx.push(sub, { i });
+    return { pushed: n };
+  }
+  if (method === 'hold') {
+    const { key } = params as { key: string };
+    held.add(key);
+    ctx.onClose(() => held.delete(key));
+    return null;
+  }
   if (method === 'slow') {
     await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+    slowAborted.count++;
     return null;
   }
   throw new DvsError('ENOTSUP', `unknown method ${method}`);
@@ -80,9 +100,9 @@ export async function startNode(
     kernel,
     logger,
     ...extra,
-    admin: (method, params, signal) => {
+    admin: (method, params, ctx) => {
       adminCalls.push({ method, params });
-      return fakeAdmin(method, params, signal);
+      return fakeAdmin(method, params, ctx);
     },
   });
   await server.start();

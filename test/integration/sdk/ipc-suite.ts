@@ -9,7 +9,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Dvk } from '../../../src/sdk/index.js';
 import { AdminClient, ANY, connect, DvsError, NOTIFY_TYPE } from '../../../src/sdk/index.js';
 import type { KernelFactory, TestNode } from './harness.js';
-import { DC, startNode } from './harness.js';
+import { DC, held, slowAborted, startNode } from './harness.js';
+import { check } from '../harness.js';
 
 export function rejectsWith(code: string) {
   return (e: unknown) => {
@@ -372,6 +373,39 @@ export function ipcSuite(kernelName: string, makeKernel: KernelFactory): void {
       );
       // The connection still works after a local timeout.
       assert.ok(await admin.call('status', {}, { timeout: 2000 }));
+    });
+
+    test('service calls from a process: caller identity, pushed events, cleanup on close, cancel on timeout', async () => {
+      const c = await connect({ socket: node.socket, dc: DC.name, endpoint: 120, timeout: 2000 });
+      assert.deepEqual(
+        { ...((await c.service('whoami', {}, { timeout: 2000 })) as object), proc: 0 },
+        { dc: DC.id, ep: 120, pid: process.pid, proc: 0 },
+      );
+      const got: unknown[] = [];
+      const sub = c.subscribe((d) => got.push(d));
+      assert.deepEqual(await c.service('push', { sub, n: 3 }, { timeout: 2000 }), { pushed: 3 });
+      // Events travel on the same socket ahead of the result: all three are there when the call resolves.
+      assert.deepEqual(got, [{ i: 0 }, { i: 1 }, { i: 2 }]);
+      c.unsubscribe(sub);
+      await c.service('push', { sub, n: 1 }, { timeout: 2000 });
+      assert.equal(got.length, 3, 'events of a dropped subscription are ignored');
+
+      const before = slowAborted.count;
+      await assert.rejects(c.service('slow', {}, { timeout: 30 }), rejectsWith('ETIMEDOUT'));
+      await check(() => slowAborted.count === before + 1, 2000, 'the daemon aborts the timed-out call');
+
+      await c.service('hold', { key: 'k120' }, { timeout: 2000 });
+      assert.ok(held.has('k120'));
+      await c.close();
+      await check(() => !held.has('k120'), 2000, 'the session close releases what it held');
+
+      // The CLI's admin connection has no caller.
+      const admin = await AdminClient.connect(node.socket, { timeout: 2000 });
+      try {
+        assert.equal(await admin.service('whoami', {}, { timeout: 2000 }), null);
+      } finally {
+        await admin.close();
+      }
     });
 
     test('admin connection to a missing socket fails with ENOTCONN', async () => {

@@ -200,6 +200,11 @@ const frames: fc.Arbitrary<ProcFrame> = fc.oneof(
     id: u32,
     error: fc.record({ code, message: fc.string({ maxLength: 10 }) }),
   }),
+  fc.record({
+    op: fc.constant('event' as const),
+    sub: u32,
+    data: fc.oneof(fc.integer(), fc.string({ maxLength: 8 }), fc.constant(null)),
+  }),
 );
 
 /** Decoded frames use plain Uint8Array views; compare bytes, not classes. */
@@ -210,6 +215,13 @@ function normalize(v: unknown): unknown {
     return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, normalize(x)]));
   return v;
 }
+
+describe('proc-frames - EVENT wire format', () => {
+  test('op 25, callId = subscription id, MessagePack body', () => {
+    const b = encodeProcFrame({ op: 'event', sub: 0x01020304, data: 7 });
+    assert.deepEqual([...b], [25, 0, 0, 0, 4, 3, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7]);
+  });
+});
 
 describe('proc-frames - round trip', () => {
   test('decode(encode(f)) == f for arbitrary frames', () => {

@@ -14,7 +14,10 @@ import { DvsError } from '../protocol/errors.js';
 import type { AdminContext } from './local-server.js';
 
 /** One service method. `params` is whatever the client sent: validate it. */
-export type ServiceHandler = (params: Record<string, unknown>, ctx: AdminContext) => Promise<unknown> | unknown;
+export type ServiceHandler = (
+  params: Record<string, unknown>,
+  ctx: AdminContext,
+) => Promise<unknown> | unknown;
 
 /** Registered service methods of one daemon. */
 export class ServiceRegistry {

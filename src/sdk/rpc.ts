@@ -27,7 +27,6 @@ interface PendingCall {
   cleanup: () => void;
 }
 
-
 export class RpcChannel {
   private readonly pending = new Map<number, PendingCall>();
   private readonly subs = new Map<number, (data: unknown) => void>();

@@ -23,10 +23,10 @@ import { DvsError, dvsError } from '../protocol/errors.js';
 import { LinkManager } from '../proxy/links.js';
 import { ClusterWiring } from './cluster.js';
 import { type AdminContext, LocalServer } from './local-server.js';
-import { ServiceRegistry } from './services.js';
 import { createRegistry, MetricsServer } from './metrics.js';
 import type { NodeOptions } from './options.js';
 import { ProcessManager } from './processes.js';
+import { ServiceRegistry } from './services.js';
 import { parseStoreSpec } from './store-spec.js';
 
 /** Moved to src/cluster/dc-config.ts so the cluster services can use it without the daemon. */

@@ -8,9 +8,9 @@ import { afterEach, beforeEach, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Dvk } from '../../../src/sdk/index.js';
 import { AdminClient, ANY, connect, DvsError, NOTIFY_TYPE } from '../../../src/sdk/index.js';
+import { check } from '../harness.js';
 import type { KernelFactory, TestNode } from './harness.js';
 import { DC, held, slowAborted, startNode } from './harness.js';
-import { check } from '../harness.js';
 
 export function rejectsWith(code: string) {
   return (e: unknown) => {

@@ -61,6 +61,11 @@ export interface EtcdStoreOptions {
   attemptTimeoutMs?: number;
   /** How long a watch keeps trying to resume before it ends with 'disconnected', ms (default 10 000). */
   watchResumeTimeoutMs?: number;
+  /**
+   * Progress probe period of watch streams, ms: a stream silent for twice this long is resumed on another
+   * member (default 1000; 0 disables and leaves it to gRPC keepalive, about 15 s).
+   */
+  watchProbeMs?: number;
 }
 
 type FaultHandling = NonNullable<IOptions['faultHandling']>;
@@ -93,6 +98,7 @@ export class EtcdStore implements ClusterStore {
   private readonly endpoints: string[];
   private readonly log: Logger;
   private readonly dialTimeoutMs: number;
+  private readonly watchProbeMs: number;
   private readonly callTimeoutMs: number;
   private readonly attemptTimeoutMs: number;
   private readonly watchResumeTimeoutMs: number;
@@ -110,6 +116,7 @@ export class EtcdStore implements ClusterStore {
     this.callTimeoutMs = opts.callTimeoutMs ?? 5_000;
     this.attemptTimeoutMs = opts.attemptTimeoutMs ?? 500;
     this.watchResumeTimeoutMs = opts.watchResumeTimeoutMs ?? 10_000;
+    this.watchProbeMs = opts.watchProbeMs ?? 1_000;
   }
 
   async start(): Promise<void> {
@@ -270,6 +277,7 @@ export class EtcdStore implements ClusterStore {
         client,
         logger: this.log.child({ watch: prefix }),
         resumeTimeoutMs: this.watchResumeTimeoutMs,
+        probeMs: this.watchProbeMs,
         forget: (x) => this.watches.delete(x),
       },
       { key: r.key, range_end: r.range_end ?? Buffer.from([0]) },

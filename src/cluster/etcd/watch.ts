@@ -8,6 +8,8 @@
  * always `last delivered revision + 1`, so whatever member the new stream lands on, etcd replays exactly the
  * events we have not delivered; anything at or below the last delivered revision is dropped as a duplicate.
  */
+
+import type { Metadata } from '@grpc/grpc-js';
 import type { Etcd3, IDuplexStream, IEvent, IWatchRequest, IWatchResponse } from 'etcd3';
 import type { Logger } from 'pino';
 import { DvsError } from '../../protocol/errors.js';
@@ -22,6 +24,11 @@ export interface WatchDeps {
   resumeTimeoutMs: number;
   /** Called once when the watch is over (cancelled or ended), so the store forgets it. */
   forget(w: EtcdWatch): void;
+  /**
+   * Every this many ms the watch asks its member for a progress report; a stream that has answered nothing
+   * for twice as long is treated as broken and resumed on another member (0 disables).
+   */
+  probeMs: number;
 }
 
 const MIN_RETRY_MS = 20;
@@ -37,6 +44,12 @@ export class EtcdWatch implements Watch {
   private retryMs = MIN_RETRY_MS;
   /** When the last working stream broke (undefined while one works). */
   private brokenSince: number | undefined;
+  /** host:port of the member the current (or last) stream was opened on: for logs and tests. */
+  member: string | undefined;
+  /** Progress probe of the current stream (see WatchDeps.probeMs). */
+  private probe: NodeJS.Timeout | undefined;
+  /** When the current stream last said anything (a response of any kind). */
+  private heardAt = 0;
 
   constructor(
     private readonly deps: WatchDeps,
@@ -74,6 +87,7 @@ export class EtcdWatch implements Watch {
   private teardown(): void {
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
+    this.stopProbe();
     const s = this.stream;
     this.stream = undefined;
     if (s !== undefined) closeStream(s);
@@ -85,7 +99,9 @@ export class EtcdWatch implements Watch {
     if (this.done) return;
     let stream: IDuplexStream<IWatchRequest, IWatchResponse>;
     try {
-      stream = await this.deps.client.watchClient.watch();
+      const opened = await openWatchStream(this.deps.client);
+      stream = opened.stream;
+      this.member = opened.member;
     } catch (e) {
       this.broken(undefined, e);
       return;
@@ -106,10 +122,44 @@ export class EtcdWatch implements Watch {
         progress_notify: true,
       },
     });
+    this.startProbe(stream);
+  }
+
+  /**
+   * A member cut off by a partition (packets silently dropped) leaves the stream open and silent: gRPC
+   * keepalive notices only after 15 s. Asking for a progress report every probeMs and resuming elsewhere when
+   * nothing came back for 2 * probeMs bounds that to a few seconds. (A member that is reachable but lost its
+   * leader is handled by etcd itself: the stream was opened with `hasleader`, so etcd cancels it.)
+   */
+  private startProbe(stream: IDuplexStream<IWatchRequest, IWatchResponse>): void {
+    this.stopProbe();
+    const every = this.deps.probeMs;
+    if (every <= 0) return;
+    this.heardAt = Date.now();
+    this.probe = setInterval(() => {
+      if (this.done || stream !== this.stream) return this.stopProbe();
+      const silentMs = Date.now() - this.heardAt;
+      if (silentMs > 2 * every) {
+        this.broken(stream, new Error(`watch stream silent for ${silentMs} ms`));
+        return;
+      }
+      try {
+        stream.write({ progress_request: {} });
+      } catch (e) {
+        this.broken(stream, e);
+      }
+    }, every);
+    this.probe.unref();
+  }
+
+  private stopProbe(): void {
+    if (this.probe !== undefined) clearInterval(this.probe);
+    this.probe = undefined;
   }
 
   private response(stream: IDuplexStream<IWatchRequest, IWatchResponse>, r: IWatchResponse): void {
     if (this.done || stream !== this.stream) return;
+    this.heardAt = Date.now();
     if (r.compact_revision !== undefined && r.compact_revision !== '0' && r.compact_revision !== '') {
       this.end(
         'compacted',
@@ -176,11 +226,15 @@ export class EtcdWatch implements Watch {
   private broken(stream: IDuplexStream<IWatchRequest, IWatchResponse> | undefined, err: unknown): void {
     if (this.done || stream !== this.stream) return;
     this.stream = undefined;
+    this.stopProbe();
     if (stream !== undefined) closeStream(stream);
     const now = Date.now();
     if (this.brokenSince === undefined) {
       this.brokenSince = now;
-      this.deps.logger.warn({ err, fromRevision: this.next }, 'etcd watch stream broken; resuming');
+      this.deps.logger.warn(
+        { err, fromRevision: this.next, member: this.member },
+        'etcd watch stream broken; resuming',
+      );
     }
     if (now - this.brokenSince >= this.deps.resumeTimeoutMs) {
       this.end(
@@ -195,6 +249,33 @@ export class EtcdWatch implements Watch {
     this.retryMs = Math.min(MAX_RETRY_MS, this.retryMs * 2);
     this.timer = setTimeout(() => void this.connect(), delay);
   }
+}
+
+/** The part of the client's connection pool a watch stream needs (it is not in the public typings). */
+interface WatchPool {
+  withConnection<T>(
+    service: 'Watch',
+    fn: (c: {
+      resource: { host: string };
+      client: { watch(metadata: Metadata, options: object): IDuplexStream<IWatchRequest, IWatchResponse> };
+      metadata: Metadata;
+    }) => Promise<T> | T,
+  ): Promise<T>;
+}
+
+/**
+ * Open a watch stream on one member chosen by the client's pool, with the `hasleader` metadata (etcd's
+ * `WithRequireLeader`): a member that loses its leader (the minority side of a partition) cancels the stream
+ * after a few election timeouts instead of keeping it open with no events, and the watch resumes elsewhere.
+ */
+function openWatchStream(
+  client: Etcd3,
+): Promise<{ stream: IDuplexStream<IWatchRequest, IWatchResponse>; member: string }> {
+  const pool = (client as unknown as { pool: WatchPool }).pool;
+  return pool.withConnection('Watch', ({ resource, client: svc, metadata }) => {
+    metadata.set('hasleader', 'true');
+    return { stream: svc.watch(metadata, {}), member: resource.host };
+  });
 }
 
 /**

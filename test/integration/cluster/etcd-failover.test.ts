@@ -189,3 +189,46 @@ function verify(
   assert.equal(revs.length, (revs.at(-1) ?? 0) - (revs[0] ?? 0) + 1, `${name}: a revision is missing`);
   return seen;
 }
+
+it('a watch on a member that goes silent (SIGSTOP) resumes on another member, well before gRPC keepalive', {
+  skip: etcdSkipReason(),
+}, async () => {
+  const cluster = await EtcdTestCluster.start({ members: 3 });
+  const reader = new EtcdStore({ endpoints: cluster.endpoints, logger, callTimeoutMs: 1_000 });
+  let stopped: number | undefined;
+  let writer: EtcdStore | undefined;
+  try {
+    await reader.start();
+    const prefix = '/silent/';
+    const seen: string[] = [];
+    const w = (await reader.watch(
+      prefix,
+      (await reader.get(prefix, { prefix: true })).revision + 1,
+      (evs) => {
+        for (const e of evs) seen.push(e.kv.key);
+      },
+      () => undefined,
+    )) as Watch & { member?: string };
+    await waitFor(() => w.member !== undefined, 5_000, 'the watch stream opened');
+    // Freeze exactly the member carrying the watch: TCP stays up, nothing answers (like a partition that
+    // drops packets). Write through the two others.
+    stopped = cluster.endpoints.indexOf(w.member!);
+    assert.ok(stopped >= 0, `watch member ${w.member} is one of ${cluster.endpoints.join(',')}`);
+    process.kill(cluster.pid(stopped)!, 'SIGSTOP');
+    writer = new EtcdStore({
+      endpoints: cluster.endpoints.filter((_, i) => i !== stopped),
+      logger,
+      callTimeoutMs: 5_000,
+    });
+    await writer.start();
+    await writer.put(`${prefix}k`, enc.encode('v'));
+    // gRPC keepalive alone would take about 15 s; the progress probe resumes the stream within ~3 s.
+    await waitFor(() => seen.includes(`${prefix}k`), 8_000, 'the event through another member');
+    assert.notEqual(w.member, cluster.endpoints[stopped]);
+  } finally {
+    if (stopped !== undefined) process.kill(cluster.pid(stopped)!, 'SIGCONT');
+    await writer?.stop();
+    await reader.stop();
+    await cluster.stop();
+  }
+});

@@ -10,7 +10,7 @@
  * | `bind`      | ep, kind, name, pid                                         | an endpoint was bound at the sending node     |
  * | `unbind`    | ep                                                          | it was unbound (its process died)             |
  * | `sync`      | dc = 0, dcs: [{dc, eps: [{ep, kind, name, pid}]}]           | every local endpoint, per DC shared with peer |
- * | `syncReq`   | (dc: the DC just created at the sender)                     | answer with a `sync` (the DC arrived late)    |
+ * | `syncReq`   | (dc: a DC shared with the receiver)                         | answer with a `sync` (DC created late, link up)|
  * | `postFail`  | src (receiver), dst (sender), code, n, [node, type, payload]| n posts dropped; EMOVED carries one to replay |
  * | `copyReq`   | x, rq, src {ep,grant,offset}, dst {ep,grant,offset}, bytes  | vcopy: requester node -> source node          |
  * | `copyData`  | x, rq, src, dst, grant, offset, end, data                   | one chunk: source node -> destination node    |

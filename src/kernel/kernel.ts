@@ -502,6 +502,15 @@ export class Kernel implements KernelApi, KernelClusterApi {
     this.down.delete(node);
     this.up.add(node);
     this.sendSync(node);
+    // Ask for the peer's list too. Its own link-up already sent one, but when our nodeDown came late (the
+    // membership saw the node down after the link was back), that sync was applied before the nodeDown
+    // marked its endpoints down, and the peer has no reason to send another: without this request they would
+    // stay "node down" here for good. One syncReq in any shared DC gets the whole list.
+    for (const dc of this.dcs.values()) {
+      if (!dc.nodes.has(node)) continue;
+      this.io.toNode(node, { t: 'syncReq', dc: dc.cfg.id });
+      break;
+    }
   }
 
   /** Tell `node` every local endpoint of every DC it shares with us (it replaces what it knew of us). */

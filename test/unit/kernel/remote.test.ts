@@ -372,6 +372,21 @@ describe('kernel: node down', () => {
     assert.equal(a.code(1, s2), 'ok');
   });
 
+  it('a late nodeDown after the link came back is undone by the next nodeUp alone (it asks the peer for its list)', () => {
+    const { net, a } = pair();
+    net.run();
+    // The membership reports node 2 down after the link is already up again (its sync was applied), then up:
+    // node 2 itself saw nothing and sends no new sync of its own.
+    a.kernel.nodeDown(net.now, 2);
+    assert.deepEqual(a.kernel.endpoints(1).find((x) => x.ep === 201)?.flags, ['REMOTE', 'NODEDOWN']);
+    a.kernel.nodeUp(net.now, 2);
+    net.run();
+    assert.deepEqual(a.kernel.endpoints(1).find((x) => x.ep === 201)?.flags, ['REMOTE']);
+    const n = a.call(1, { op: 'notify', dst: 201 });
+    net.run();
+    assert.equal(a.code(1, n), 'ok');
+  });
+
   it('messages queued from the dead node are dropped (sends), a reply waiting for its replyAck fails', () => {
     const { net, a, b } = pair();
     a.call(1, { op: 'send', dst: 201, type: 1, payload: bytes() });

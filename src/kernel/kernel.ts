@@ -39,8 +39,10 @@ import {
   type KernelApi,
   type KernelClusterApi,
   type KernelIO,
+  type KernelMigrationApi,
   MAX_ENDPOINT,
   MAX_PAYLOAD_LIMIT,
+  type MigrationCarry,
   NOTIFY_TYPE,
   type NodeFrame,
   type NodeId,
@@ -91,7 +93,7 @@ function fail(code: ErrorCode, message?: string): CallResult {
  * k.attach(now, proc, 1, 100, { pid: 4242 });
  * k.call(now, proc, 1, { op: 'receive', src: ANY, nowait: false });
  */
-export class Kernel implements KernelApi, KernelClusterApi {
+export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
   readonly nodeId: NodeId;
   private readonly io: KernelIO;
   private readonly dcs = new Map<DcId, DcState>();
@@ -285,7 +287,7 @@ export class Kernel implements KernelApi, KernelClusterApi {
       e.waitBind = false;
       if (opts.name !== undefined && opts.name !== e.name) {
         e.name = opts.name;
-        this.broadcastBind(e);
+        if (!e.migrating) this.broadcastBind(e);
       }
     } else if (existing !== undefined) {
       if (opts.kind !== 'replica' || existing.kind !== 'remote') {
@@ -560,6 +562,181 @@ export class Kernel implements KernelApi, KernelClusterApi {
     this.copy.nodeDown(node);
   }
 
+  // ───────────────────────────── migration ─────────────────────────────
+
+  migrateIn(_now: number, dcId: DcId, ep: Endpoint, pid: number, carry: MigrationCarry, name?: string): void {
+    const dc = this.needDc(dcId);
+    if (!isEp(ep) || !isInt(pid)) throw dvsError('EINVAL', `bad endpoint ${ep} or pid ${pid}`);
+    const old = dc.eps.get(ep);
+    if (old?.isLocal || old?.kind === 'backup') {
+      throw dvsError('EBOUND', `endpoint ${ep} is bound here already`, { dc: dcId, ep });
+    }
+    // What this node held on behalf of the old location (a queued remote send, a pending reply) no longer
+    // applies; local callers' operations to the old location stay: S bounces them back here.
+    if (old !== undefined) this.releaseRemote(old);
+    const e = new Ep(dc, ep, name ?? old?.name ?? `ep${ep}`, 'local', this.nodeId, pid);
+    e.waitBind = true;
+    e.migrating = true;
+    dc.eps.set(ep, e);
+    for (const [src, ts] of carry.notes) {
+      if (isEp(src) && typeof ts === 'number') this.raiseNote(e, src, ts);
+    }
+    e.wokenUp = carry.wokenUp === true;
+  }
+
+  migrateOut(_now: number, dcId: DcId, ep: Endpoint, to: NodeId): MigrationCarry {
+    const dc = this.needDc(dcId);
+    const e = dc.eps.get(ep);
+    if (e === undefined || !e.isLocal) {
+      throw dvsError('ENOTBOUND', `endpoint ${ep} is not bound here`, { dc: dcId, ep });
+    }
+    if (e.kind === 'replica')
+      throw dvsError('EINVAL', `endpoint ${ep} is a replica: replicas do not migrate`);
+    if (e.migrating) throw dvsError('EBUSY', `endpoint ${ep} is arriving here by migration`);
+    if (to === this.nodeId || !dc.nodes.has(to)) {
+      throw dvsError('EINVAL', `node ${to} is not another node of DC ${dc.cfg.name}`);
+    }
+    if (!this.up.has(to)) throw dvsError('ENOTCONN', `node ${to} is not reachable`);
+    const p = e.proc;
+    const blocked = p?.blocked ?? null;
+    if (blocked !== null && blocked.state !== St.Recv) {
+      throw dvsError('EBUSY', `endpoint ${ep} is inside a ${blocked.op}: a call in progress is never split`);
+    }
+    if (e.serving !== null && e.serving.size > 0) {
+      throw dvsError('EBUSY', `endpoint ${ep} took requests it has not answered yet`, {
+        clients: [...e.serving],
+      });
+    }
+    if (e.copies > 0) throw dvsError('EBUSY', `endpoint ${ep} takes part in a vcopy`);
+    const carry: MigrationCarry = { notes: [...(e.notes ?? [])], wokenUp: e.wokenUp };
+    this.evacuate(e, to);
+    return carry;
+  }
+
+  migrateActivate(_now: number, dcId: DcId, ep: Endpoint): void {
+    const dc = this.needDc(dcId);
+    const e = dc.eps.get(ep);
+    if (e === undefined || !e.isLocal || !e.migrating) {
+      throw dvsError('EINVAL', `endpoint ${ep} is not arriving here by migration`, { dc: dcId, ep });
+    }
+    e.migrating = false;
+    this.broadcastBind(e);
+  }
+
+  migrateAbort(_now: number, dcId: DcId, ep: Endpoint, back: NodeId): void {
+    const dc = this.needDc(dcId);
+    const e = dc.eps.get(ep);
+    if (e === undefined || !e.isLocal || !e.migrating) return;
+    e.migrating = false;
+    this.evacuate(e, back);
+  }
+
+  /**
+   * Local endpoint `e` now lives at node `to`: its session is let go without a word (its process is frozen
+   * and stopped by the daemon), it becomes a remote entry at `to`, and everything queued for it goes there:
+   * local senders' calls are re-sent as remote operations, remote senders get EMOVED with `to` and replay
+   * there themselves, credits it owes go back. Nothing is failed, nothing announced.
+   */
+  private evacuate(e: Ep, to: NodeId): void {
+    const dc = e.dc;
+    const id = dc.cfg.id;
+    const p = e.proc;
+    if (p !== null) {
+      for (const c of [...p.calls.values()]) this.unlink(c);
+      p.ep = null;
+      e.proc = null;
+    }
+    const queued = e.inbox.list();
+    for (const m of queued) e.inbox.remove(m);
+    const owed = e.postIn;
+    e.postIn = null;
+    e.kind = 'remote';
+    e.node = to;
+    e.pid = -1;
+    e.waitBind = false;
+    e.migrating = false;
+    e.notes = null;
+    e.wokenUp = false;
+    e.recv = null;
+    e.sendTo = NONE;
+    e.replyFrom = NONE;
+    e.serving = null;
+    e.postOut = null;
+    e.postAt = null;
+    for (const m of queued) {
+      if (m.node === NONE) {
+        const s = dc.eps.get(m.src);
+        if (m.kind === 'post') {
+          if (s !== undefined && s.isLocal) {
+            s.postAt ??= new Map();
+            s.postAt.set(e.ep, to);
+          }
+          this.io.toNode(to, {
+            t: 'msg',
+            dc: id,
+            src: m.src,
+            dst: e.ep,
+            kind: 'post',
+            op: 0,
+            type: m.type,
+            payload: m.payload,
+          });
+          continue;
+        }
+        const c = m.call;
+        if (c === null) continue;
+        // A local sender's queued call becomes a remote operation to the new location.
+        c.msg = null;
+        c.target = null;
+        c.state = St.Remote;
+        c.type = m.type;
+        c.payload = m.payload;
+        c.rop = this.nextOp++;
+        c.node = to;
+        this.ops.set(c.rop, c);
+        this.io.toNode(to, {
+          t: 'msg',
+          dc: id,
+          src: m.src,
+          dst: e.ep,
+          kind: m.kind,
+          op: c.rop,
+          type: m.type,
+          payload: m.payload,
+        });
+      } else if (m.kind === 'post') {
+        this.io.toNode(m.node, {
+          t: 'postFail',
+          dc: id,
+          src: e.ep,
+          dst: m.src,
+          code: 'EMOVED',
+          n: 1,
+          node: to,
+          type: m.type,
+          payload: m.payload,
+        });
+      } else {
+        const s = dc.eps.get(m.src);
+        if (s !== undefined && !s.isLocal) s.sendTo = NONE;
+        this.io.toNode(m.node, {
+          t: 'ack',
+          dc: id,
+          src: e.ep,
+          dst: m.src,
+          op: m.op,
+          code: 'EMOVED',
+          node: to,
+        });
+      }
+    }
+    if (owed !== null) {
+      for (const [src, pin] of owed) {
+        if (pin.owed > 0) this.credit(e, src, this.srcNode(dc, src), pin.owed);
+      }
+    }
+  }
+
   // ───────────────────────────── directory ─────────────────────────────
 
   learnRemote(_now: number, dcId: DcId, ep: Endpoint, node: NodeId, info: RemoteBinding): void {
@@ -577,6 +754,10 @@ export class Kernel implements KernelApi, KernelClusterApi {
   }
 
   forgetRemote(_now: number, dcId: DcId, ep: Endpoint, node: NodeId): void {
+    // While the link to `node` is up its own bind/unbind/sync frames are authoritative: the store's entry
+    // may vanish only because the node lost its lease (a partition) while the endpoint lives on, and the
+    // store's view arrives later than the link's after a heal.
+    if (this.up.has(node)) return;
     const dc = this.dcs.get(dcId);
     const e = dc?.eps.get(ep);
     if (dc === undefined || e === undefined || e.isLocal || e.node !== node) return;
@@ -632,6 +813,10 @@ export class Kernel implements KernelApi, KernelClusterApi {
         }
         case 'wakeup': {
           this.onWakeup(node, dc, f);
+          return;
+        }
+        case 'fwdNote': {
+          this.onFwdNote(node, dc, f);
           return;
         }
         case 'syncReq': {
@@ -1384,7 +1569,9 @@ export class Kernel implements KernelApi, KernelClusterApi {
       return;
     }
     if (!d.isLocal) {
-      d.node !== node ? reject('EMOVED', d.node) : reject('ENOTBOUND');
+      // Bounced with where we believe it lives, even when that is the sender's own node: an endpoint that
+      // just migrated there is local to the sender now (onAck/onPostFail deliver it there).
+      reject('EMOVED', d.node);
       return;
     }
     const m = new Msg(src, kind, type, payload, null, node, op);
@@ -1422,6 +1609,28 @@ export class Kernel implements KernelApi, KernelClusterApi {
     if (code === null) {
       // For a request a null ack means nothing (the reply completes it); only sends are acked taken.
       if (c.kind === 'send') this.finish(c, OK);
+      return;
+    }
+    if (code === 'EMOVED' && c.state === St.Remote && f.node === this.nodeId) {
+      // The destination migrated here: the operation becomes a local one.
+      const d = dc.eps.get(c.peer);
+      if (d === undefined || !d.isLocal || c.bounces >= MAX_BOUNCES) {
+        this.finish(c, fail('ENOTBOUND', `endpoint ${c.peer} not bound`));
+        return;
+      }
+      this.ops.delete(c.rop);
+      c.bounces++;
+      c.rop = 0;
+      c.node = NONE;
+      c.state = St.Queued;
+      const m = new Msg(c.ep.ep, c.kind, c.type, c.payload, c, NONE, 0);
+      if (this.canTake(d, m)) {
+        this.handOver(0, d, m);
+        return;
+      }
+      c.msg = m;
+      c.target = d;
+      d.inbox.push(m);
       return;
     }
     if (code === 'EMOVED' && c.state === St.Remote) {
@@ -1508,11 +1717,32 @@ export class Kernel implements KernelApi, KernelClusterApi {
     }
     if (this.checkSrc(dc, node, f.src) === null) return;
     const d = dc.eps.get(f.dst);
+    if (d !== undefined && !d.isLocal && d.kind === 'remote' && d.node !== node && this.up.has(d.node)) {
+      // It migrated away: forward, naming the sender's node (notifications have no ack to bounce).
+      this.io.toNode(d.node, { t: 'fwdNote', dc: dc.cfg.id, src: f.src, dst: f.dst, ts: f.ts, from: node });
+      return;
+    }
     if (d === undefined || !d.isLocal) {
       this.io.log('debug', 'notify for an endpoint not here', { node, dc: dc.cfg.id, dst: f.dst });
       return;
     }
     this.raiseNote(d, f.src, f.ts);
+  }
+
+  /** A notify forwarded by the node `dst` migrated away from (sent there by `from`). Forwarded once only. */
+  private onFwdNote(node: NodeId, dc: DcState, f: ControlFrame): void {
+    const { src, dst, ts, from } = f;
+    if (!isEp(src) || !isEp(dst) || typeof ts !== 'number' || !isInt(from) || !dc.nodes.has(from)) {
+      this.warn('malformed fwdNote', node, { dc: dc.cfg.id });
+      return;
+    }
+    if (from !== this.nodeId && this.checkSrc(dc, from, src) === null) return;
+    const d = dc.eps.get(dst);
+    if (d === undefined || !d.isLocal) {
+      this.io.log('debug', 'forwarded notify for an endpoint not here', { node, dc: dc.cfg.id, dst });
+      return;
+    }
+    this.raiseNote(d, src, ts);
   }
 
   private onCredit(node: NodeId, dc: DcState, f: NodeFrame & { t: 'credit' }): void {
@@ -1531,6 +1761,22 @@ export class Kernel implements KernelApi, KernelClusterApi {
     const s = dc.eps.get(dst);
     if (s === undefined || !s.isLocal || s.proc === null) return;
     const to = f.node;
+    if (code === 'EMOVED' && to === this.nodeId && f.payload instanceof Uint8Array && isInt(f.type)) {
+      // The destination migrated here: deliver the bounced post locally (its window slot stays taken).
+      const d = dc.eps.get(src);
+      s.postAt?.delete(src);
+      if (
+        d !== undefined &&
+        d.isLocal &&
+        this.enqueuePost(d, new Msg(dst, 'post', f.type, f.payload, null, NONE, 0))
+      ) {
+        return;
+      }
+      settlePosts(s, src, 1);
+      const why = d !== undefined && d.isLocal ? 'ENOSPC' : 'ENOTBOUND';
+      this.io.toProc(s.proc.id, { ev: 'postFailed', dst: src, code: why, n: 1 });
+      return;
+    }
     if (code === 'EMOVED' && isInt(to) && to !== node && to !== this.nodeId && dc.nodes.has(to)) {
       const payload = f.payload;
       const type = f.type;
@@ -1697,6 +1943,7 @@ export class Kernel implements KernelApi, KernelClusterApi {
     }
     if (e.kind === 'backup') flags.push('BACKUP');
     if (e.waitBind) flags.push('WAITBIND');
+    if (e.migrating) flags.push('MIGRATING');
     if (e.isLocal || e.kind === 'backup') {
       if (e.sendTo !== NONE) flags.push('SENDING');
       if (e.recv !== null) flags.push('RECEIVING');

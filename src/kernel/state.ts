@@ -59,6 +59,8 @@ export class Ep {
   waitBind = false;
   /** Remote entry whose node was declared down and not re-synced yet. */
   nodeDown = false;
+  /** Local entry reserved by migrateIn and not announced yet (migrateActivate). */
+  migrating = false;
 
   /** Messages queued to this (local) endpoint, one FIFO for every kind. */
   readonly inbox = new Inbox();

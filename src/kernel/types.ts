@@ -175,6 +175,12 @@ export const CONTROL_FRAME_TYPES = [
   // Added with the cluster store: RemoteStore/StoreServer bytes between a node and the node hosting the
   // embedded store (`{t:'store', dc:0, c, b}`). The daemon takes these before the kernel sees them.
   'store',
+  // Daemon to daemon (dc 0), taken by the daemon before the kernel: `rpc` calls between node daemons
+  // (src/node/node-rpc.ts: migration, admin forwarding), `gcs` group communication (src/gcs/).
+  'rpc',
+  'gcs',
+  // A notify forwarded by the node an endpoint migrated away from (`from`: the sender's node).
+  'fwdNote',
 ] as const;
 export type ControlFrameType = (typeof CONTROL_FRAME_TYPES)[number];
 
@@ -334,4 +340,31 @@ export interface KernelClusterApi {
    * Idempotent; ignored unless this node knows `ep` at `node`.
    */
   forgetRemote(now: number, dc: DcId, ep: Endpoint, node: NodeId): void;
+}
+
+/** What moves with a migrating endpoint besides its process's own state (see {@link KernelMigrationApi}). */
+export interface MigrationCarry {
+  /** Pending (uncollected) notifications: source endpoint and the first notify's timestamp. */
+  notes: [Endpoint, number][];
+  /** A wakeup() that arrived while it was not receiving (the next receive(ANY) fails with EWOKENUP). */
+  wokenUp: boolean;
+}
+
+/**
+ * Live migration of an endpoint from node S to node D (driven by the daemons, DESIGN.md §7):
+ * 1. D `migrateIn`: the endpoint is reserved here as a local endpoint waiting for its new process (not
+ *    announced: the rest of the DC still sends to S). Messages reaching D for it queue here.
+ * 2. S `migrateOut` (the commit point): the endpoint becomes a remote entry at D. Everything queued for it at S
+ *    goes to D: local senders' calls are re-sent there, remote senders get EMOVED with D and replay there
+ *    (sends, requests and posts alike), frames arriving later are bounced the same way, notifications are
+ *    forwarded. Refused (EBUSY) while its process is inside a call, serving a request or copying: a sendrec
+ *    in progress is never split.
+ * 3. D `migrateActivate`: the endpoint is announced at D (peers re-point; their EMOVED replays go here).
+ * `migrateAbort` at D undoes step 1 (before S committed): what queued there goes back to S.
+ */
+export interface KernelMigrationApi {
+  migrateIn(now: number, dc: DcId, ep: Endpoint, pid: number, carry: MigrationCarry, name?: string): void;
+  migrateOut(now: number, dc: DcId, ep: Endpoint, to: NodeId): MigrationCarry;
+  migrateActivate(now: number, dc: DcId, ep: Endpoint): void;
+  migrateAbort(now: number, dc: DcId, ep: Endpoint, back: NodeId): void;
 }

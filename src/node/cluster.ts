@@ -7,7 +7,7 @@
  *  DcRegistry watch ──create/update/remove──▶ kernel.createDc/updateDc/removeDc (DCs that include this node)
  *  Directory watch  ──bind/move/unbind──────▶ kernel.learnRemote/forgetRemote  (entries of other nodes)
  *  kernel onLocalBind/onLocalUnbind ────────▶ directory.bind/unbind            (this node's entries)
- *  links nodeUp/nodeDown ───────────────────▶ membership.linkState; membership down ──▶ kernel.nodeDown
+ *  links nodeUp/nodeDown ───────────────────▶ membership.linkState (the kernel follows the links alone)
  * ```
  *
  * The store is not on the IPC hot path: the kernels still exchange bind/unbind/sync frames, so the
@@ -512,17 +512,20 @@ export class ClusterWiring {
     return { degraded: false };
   }
 
+  /**
+   * Membership changes are logged and shown by `status`, but they do not move the kernel: whether IPC can
+   * reach a node is the link layer's call (its heartbeats detect a dead or restarted node within the same
+   * detection time as the lease). A registration that expired while the link stayed up (the node lost the
+   * store, e.g. on the minority side of a partition, and re-registers once it is back) must not fail calls
+   * to a node that answers them; and after a heal the store's view arrives later than the links', so a
+   * late "down" from the store would otherwise cut a working link's traffic.
+   */
   private onMember(ev: NodeChange): void {
     if (ev.node === this.o.nodeId) return;
-    const now = Date.now();
     if (ev.state === 'down' && ev.prev !== 'down') {
       this.log.warn({ peer: ev.node, restarted: ev.restarted === true }, 'member down');
-      if (ev.prev !== undefined) this.o.kernel.nodeDown(now, ev.node);
     } else if (ev.state === 'up' && ev.prev !== 'up') {
       this.log.info({ peer: ev.node }, 'member up');
-      // After a membership down the kernel needs its link-up again (it resyncs); the link layer reports
-      // nodeUp only after its own nodeDown.
-      if (ev.prev === 'down' && this.o.linkUp(ev.node)) this.o.kernel.nodeUp(now, ev.node);
     }
   }
 

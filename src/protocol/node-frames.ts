@@ -61,8 +61,8 @@ export type HotFrame = Extract<NodeFrame, { t: 'msg' | 'ack' | 'reply' | 'notify
 const KIND_NUMBER = { send: 0, request: 1, post: 2 } as const;
 const KIND_BY_NUMBER = ['send', 'request', 'post'] as const;
 const CONTROL_TYPES: ReadonlySet<string> = new Set(CONTROL_FRAME_TYPES);
-/** Control frames about the node rather than one DC (dc 0): the endpoint sync and cluster store traffic. */
-const NODE_WIDE: ReadonlySet<string> = new Set(['sync', 'store']);
+/** Control frames about the node rather than one DC (dc 0): the endpoint sync, store, rpc and gcs traffic. */
+const NODE_WIDE: ReadonlySet<string> = new Set(['sync', 'store', 'rpc', 'gcs']);
 
 /** Plain MessagePack: maps in, plain objects out, readable by any MessagePack implementation. */
 const packr = new Packr({ useRecords: false, mapsAsObjects: true });

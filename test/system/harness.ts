@@ -27,6 +27,7 @@ import {
   accessSync,
   closeSync,
   constants,
+  cpSync,
   mkdirSync,
   mkdtempSync,
   openSync,
@@ -755,6 +756,22 @@ export class NetnsCluster implements RunIdentity {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    try {
+      await this.stopDaemons();
+      // DVS_KEEP_LOGS=1: keep every node's daemon log under test-results/ for a post-mortem.
+      if (process.env.DVS_KEEP_LOGS === '1') {
+        const keep = join(REPO, 'test-results', `netns-${this.runId}`);
+        mkdirSync(keep, { recursive: true });
+        for (const [i, n] of this.nodes.entries())
+          cpSync(n.logFile, join(keep, `node${i}.log`), { force: true });
+        process.stderr.write(`system harness: logs kept in ${keep}\n`);
+      }
+    } finally {
+      this.teardownSync();
+    }
+  }
+
+  private async stopDaemons(): Promise<void> {
     await Promise.all(
       this.nodes.map(async (n) => {
         const p = n.proc;
@@ -767,7 +784,6 @@ export class NetnsCluster implements RunIdentity {
         clearTimeout(t);
       }),
     );
-    this.teardownSync();
   }
 
   /** Run the cleanup stack in reverse; every step runs even if an earlier one threw. @internal */

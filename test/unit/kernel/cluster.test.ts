@@ -63,7 +63,7 @@ describe('kernel: learnRemote / forgetRemote', () => {
     assert.deepEqual(a.warnings(), []);
   });
 
-  it('forgetRemote fails a sender blocked on the endpoint with a died error, once', () => {
+  it('forgetRemote is ignored while the link to the node is up (its own frames are authoritative)', () => {
     const net = new Net([1, 2]);
     net.dc(1);
     net.connect();
@@ -73,10 +73,25 @@ describe('kernel: learnRemote / forgetRemote', () => {
     net.run();
     const send = a.call(1, { op: 'send', dst: 201, type: 1, payload: bytes(1) });
     net.run();
-    assert.equal(a.code(1, send), undefined, 'blocked: 201 is not receiving');
+    // The store dropped 201 (node 2 lost its lease in a partition) but node 2 is alive and says it is bound.
+    a.kernel.forgetRemote(net.now, 1, 201, 2);
+    assert.deepEqual(rows(net, 1), [
+      [101, 1, 'self'],
+      [201, 2, 'remote'],
+    ]);
+    b.call(3, { op: 'receive', src: ANY, nowait: true });
+    net.run();
+    assert.equal(a.code(1, send), 'ok');
+  });
+
+  it('forgetRemote removes what the directory taught about a node whose link is not up, once', () => {
+    const net = unannounced();
+    const a = net.n(1);
+    a.attach(1, 1, 101);
+    a.kernel.learnRemote(net.now, 1, 201, 2, { kind: 'self', name: 'srv', pid: 3 });
+    a.kernel.nodeDown(net.now, 2);
     a.kernel.forgetRemote(net.now, 1, 201, 2);
     a.kernel.forgetRemote(net.now, 1, 201, 2);
-    assert.equal(a.code(1, send), 'EDSTDIED');
     assert.deepEqual(rows(net, 1), [[101, 1, 'self']]);
     assert.deepEqual(net.violations, []);
   });

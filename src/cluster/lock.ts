@@ -33,11 +33,15 @@ import type { ClusterStore, Compare, KeyValue, StoreCallOptions, TxnOp, Watch } 
 /** Prefix of every lock queue. */
 export const LOCKS_PREFIX = '/dvs/locks/';
 
-/** Prefix of lock `name`'s queue (ends in '/', so `a` never matches `ab`). */
-export const lockPrefix = (name: string): string => `${LOCKS_PREFIX}${name}/`;
+/**
+ * Prefix of lock `name`'s queue (ends in '/', so `a` never matches `ab`). `root` (default {@link LOCKS_PREFIX},
+ * ending in '/') lets a service keep its queues elsewhere, e.g. per DC (src/services/lock.ts).
+ */
+export const lockPrefix = (name: string, root: string = LOCKS_PREFIX): string => `${root}${name}/`;
 
 /** Key of lease `lease`'s place in lock `name`'s queue. */
-export const lockKey = (name: string, lease: string): string => `${lockPrefix(name)}${lease}`;
+export const lockKey = (name: string, lease: string, root: string = LOCKS_PREFIX): string =>
+  `${lockPrefix(name, root)}${lease}`;
 
 /** Options of {@link acquireLock}. */
 export interface AcquireLockOptions {
@@ -50,6 +54,8 @@ export interface AcquireLockOptions {
   logger: Logger;
   /** Free text stored in the lock key's value, for operators (`etcdctl get --prefix /dvs/locks/`). */
   owner?: string;
+  /** Where the queues live (default {@link LOCKS_PREFIX}; must end in '/'). */
+  root?: string;
 }
 
 /** A held lock. */
@@ -84,6 +90,14 @@ function validateName(name: string): void {
   if (typeof name !== 'string' || name.length === 0 || name.length > 256 || name.includes('/')) {
     throw dvsError('EINVAL', `lock name must be 1..256 characters without '/': ${JSON.stringify(name)}`);
   }
+}
+
+function validateRoot(root: string | undefined): string {
+  if (root === undefined) return LOCKS_PREFIX;
+  if (typeof root !== 'string' || !root.startsWith('/') || !root.endsWith('/')) {
+    throw dvsError('EINVAL', `lock root must start and end with '/': ${JSON.stringify(root)}`);
+  }
+  return root;
 }
 
 /** Errors worth another try: the store was unreachable or slow, not a refusal. */
@@ -123,8 +137,9 @@ export async function acquireLock(
     throw dvsError('EINVAL', `lock lease must be a lease id (decimal, not 0): ${JSON.stringify(lease)}`);
   }
   const log = opts.logger.child({ lock: name, lease });
-  const key = lockKey(name, lease);
-  const prefix = lockPrefix(name);
+  const root = validateRoot(opts.root);
+  const key = lockKey(name, lease, root);
+  const prefix = lockPrefix(name, root);
   const nonce = randomBytes(12).toString('hex');
   const value = enc.encode(JSON.stringify({ owner: opts.owner ?? '', nonce }));
 
@@ -358,14 +373,15 @@ export async function checkFence(
   store: ClusterStore,
   name: string,
   token: number,
-  opts: StoreCallOptions & { ops?: TxnOp[] } = {},
+  opts: StoreCallOptions & { ops?: TxnOp[]; root?: string } = {},
 ): Promise<boolean> {
   validateName(name);
+  const root = validateRoot(opts.root);
   const call: StoreCallOptions = {
     ...(opts.signal ? { signal: opts.signal } : {}),
     ...(opts.timeout !== undefined ? { timeout: opts.timeout } : {}),
   };
-  const { kvs } = await store.get(lockPrefix(name), { ...call, prefix: true });
+  const { kvs } = await store.get(lockPrefix(name, root), { ...call, prefix: true });
   let holder: KeyValue | undefined;
   for (const kv of kvs) if (holder === undefined || kv.createRevision < holder.createRevision) holder = kv;
   if (holder === undefined || holder.createRevision !== token) return false;

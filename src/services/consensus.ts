@@ -1,0 +1,136 @@
+/**
+ * DC-scoped single-value consensus: `propose(instance, value)` resolves with the one value decided for that
+ * instance, the same for every caller, concurrent or later, on every node.
+ *
+ * Recipe (`/dvs/svc/<dc>/consensus/<instance>`): one transaction, compare `createRevision == 0` (the key
+ * does not exist), then put the proposal; else get the key. The first such transaction in the store's global
+ * order wins, and the key is never rewritten, so every later transaction reads the winner: agreement,
+ * validity (the decided value was proposed) and termination while the store answers. The store's consensus
+ * (etcd's Raft, or the embedded store's single writer) does the agreeing; this is the "consensus on a value"
+ * recipe of the coordination reference.
+ *
+ * Retry-safe under lost replies: the transaction is idempotent. If an attempt's reply is lost (etcd leader
+ * change, dropped channel) and it did land, the retry's failure branch reads back our own value as the
+ * decision; if it did not land, the retry is simply the first attempt. Either way the caller learns the
+ * decision, never a guess, which is why ambiguous attempts are retried here (within the call's timeout).
+ *
+ * Instances are never deleted by the service: forgetting a decision would let a later proposer decide
+ * differently.
+ */
+import type { Logger } from 'pino';
+import { dvsError } from '../protocol/errors.js';
+import {
+  type CallOptions,
+  DcScope,
+  ServiceMetrics,
+  type ServiceOptions,
+  storeCall,
+  validateName,
+  validateValue,
+} from './scope.js';
+
+/** The decision of one instance. */
+export interface Decision {
+  instance: string;
+  value: Uint8Array;
+  /** Store revision at which it was decided (orders the decisions of a DC). */
+  revision: number;
+  /** Whether the caller's proposal is the one decided (false also for a read). */
+  mine: boolean;
+}
+
+/** The consensus service of one DC. */
+export class ConsensusService {
+  private readonly scope: DcScope;
+  private readonly log: Logger;
+  private readonly metrics: ServiceMetrics;
+  private readonly timeoutMs: number;
+  private running = false;
+
+  constructor(private readonly opts: ServiceOptions) {
+    this.scope = new DcScope(opts.dc);
+    this.log = opts.logger.child({ service: 'consensus', dc: opts.dc });
+    this.metrics = new ServiceMetrics(opts.registry);
+    this.timeoutMs = opts.timeoutMs ?? 5_000;
+  }
+
+  async start(): Promise<void> {
+    this.running = true;
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+  }
+
+  /**
+   * Propose `value` for `instance`; resolves with the decided value (ours or an earlier proposer's).
+   * EUNAVAIL if the store did not answer within the timeout (the decision, if any, can be read later).
+   */
+  propose(instance: string, value: Uint8Array, opts: CallOptions = {}): Promise<Decision> {
+    return this.metrics.track('consensus', 'propose', this.doPropose(instance, value, opts));
+  }
+
+  /** The decision of `instance` (ENOENT if nothing was decided yet). */
+  read(instance: string, opts: CallOptions = {}): Promise<Decision> {
+    return this.metrics.track(
+      'consensus',
+      'read',
+      (async () => {
+        validateName('consensus instance', instance);
+        this.check();
+        const r = await storeCall(
+          { what: 'consensus.read', write: false, idempotent: true },
+          opts,
+          this.timeoutMs,
+          (c) => this.opts.store.get(this.key(instance), c),
+        );
+        const kv = r.kvs[0];
+        if (kv === undefined)
+          throw dvsError('ENOENT', `consensus instance ${instance}: undecided`, { instance });
+        return { instance, value: kv.value, revision: kv.createRevision, mine: false };
+      })(),
+    );
+  }
+
+  private check(): void {
+    if (!this.running) throw dvsError('EUNAVAIL', 'consensus service is not running');
+  }
+
+  private key(instance: string): string {
+    return `${this.scope.consensusRoot}${instance}`;
+  }
+
+  private async doPropose(instance: string, value: Uint8Array, opts: CallOptions): Promise<Decision> {
+    validateName('consensus instance', instance);
+    validateValue(value);
+    this.check();
+    const key = this.key(instance);
+    let attempts = 0;
+    const r = await storeCall(
+      { what: 'consensus.propose', write: true, idempotent: true },
+      opts,
+      this.timeoutMs,
+      (c) => {
+        attempts++;
+        return this.opts.store.txn(
+          [{ key, target: 'createRevision', op: '==', value: 0 }],
+          [{ op: 'put', key, value }],
+          [{ op: 'get', key }],
+          c,
+        );
+      },
+    );
+    if (r.succeeded) {
+      this.log.debug({ instance, revision: r.revision }, 'consensus: our proposal decided');
+      return { instance, value, revision: r.revision, mine: true };
+    }
+    const kv = r.results[0]?.kvs[0];
+    if (kv === undefined) {
+      // The compare said the key exists and the get in the same txn found none: impossible in one txn.
+      throw dvsError('EINTERNAL', `consensus instance ${instance}: decided key missing in its own txn`);
+    }
+    // After a lost reply, our own earlier attempt may be the winner: same bytes, so it is ours either way.
+    const mine = attempts > 1 && Buffer.from(kv.value).equals(Buffer.from(value));
+    return { instance, value: kv.value, revision: kv.createRevision, mine };
+  }
+}

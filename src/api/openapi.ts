@@ -1,0 +1,86 @@
+/**
+ * The OpenAPI 3.1 document of `/api/v1`, generated from the same typebox schemas fastify validates with
+ * (there is no @fastify/swagger here): each route records a {@link RouteDoc} when it is registered.
+ */
+import type { TSchema } from 'typebox';
+import { ErrorBodySchema } from './schemas.js';
+
+export interface RouteDoc {
+  method: 'GET' | 'POST' | 'PATCH' | 'DELETE';
+  /** fastify path, `:param` style. */
+  url: string;
+  summary: string;
+  tag: string;
+  params?: TSchema;
+  query?: TSchema;
+  body?: TSchema;
+  /** An SSE stream (text/event-stream) rather than JSON. */
+  stream?: boolean;
+}
+
+/** A schema as plain JSON (typebox adds symbol keys that JSON drops anyway). */
+function plain(s: TSchema): Record<string, unknown> {
+  return JSON.parse(JSON.stringify(s)) as Record<string, unknown>;
+}
+
+function parameters(s: TSchema | undefined, where: 'path' | 'query') {
+  if (s === undefined) return [];
+  const o = plain(s) as { properties?: Record<string, unknown>; required?: string[] };
+  return Object.entries(o.properties ?? {}).map(([name, schema]) => ({
+    name,
+    in: where,
+    required: where === 'path' || (o.required ?? []).includes(name),
+    schema,
+  }));
+}
+
+export function buildOpenApi(routes: RouteDoc[]): Record<string, unknown> {
+  const paths: Record<string, Record<string, unknown>> = {};
+  const errorRef = { $ref: '#/components/schemas/Error' };
+  const errorResponse = (description: string) => ({
+    description,
+    content: { 'application/json': { schema: errorRef } },
+  });
+  for (const r of routes) {
+    const path = r.url.replace(/:([A-Za-z]+)/g, '{$1}');
+    const op: Record<string, unknown> = {
+      summary: r.summary,
+      tags: [r.tag],
+      operationId: `${r.method.toLowerCase()}${path
+        .replace(/[{}]/g, '')
+        .replace(/\/(\w)/g, (_m, c: string) => c.toUpperCase())
+        .replace(/\W/g, '')}`,
+      parameters: [...parameters(r.params, 'path'), ...parameters(r.query, 'query')],
+      responses: {
+        [r.method === 'POST' && /\/(dcs|processes)$/.test(r.url) ? '201' : '200']: r.stream
+          ? { description: 'event stream', content: { 'text/event-stream': { schema: { type: 'string' } } } }
+          : { description: 'OK', content: { 'application/json': { schema: { type: 'object' } } } },
+        '400': errorResponse('invalid request (EINVAL): `field` and `reason` say what'),
+        '401': errorResponse('missing or wrong bearer token (EAUTH)'),
+        '404': errorResponse('no such resource (ENOENT)'),
+        '409': errorResponse('conflict (EEXIST, EBUSY, EBOUND)'),
+        '503': errorResponse('a node needed is unreachable (ENOTCONN, EUNAVAIL)'),
+      },
+    };
+    if (r.body !== undefined) {
+      op.requestBody = { required: true, content: { 'application/json': { schema: plain(r.body) } } };
+    }
+    paths[path] ??= {};
+    paths[path]![r.method.toLowerCase()] = op;
+  }
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'dvs REST API',
+      version: '1',
+      description: 'The same operations as the dvs CLI. Every path needs `Authorization: Bearer <token>`.',
+    },
+    servers: [{ url: '/' }],
+    security: [{ bearer: [] }],
+    paths,
+    components: {
+      securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },
+      schemas: { Error: plain(ErrorBodySchema) },
+    },
+  };
+}

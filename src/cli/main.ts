@@ -10,11 +10,14 @@ import { readFileSync, realpathSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from '@commander-js/extra-typings';
+import { api, dashboard, events } from './commands/api.js';
+import { caInit, caToken, durationArg, ipListArg, nameListArg, nodeJoin } from './commands/ca.js';
 import { down, up } from './commands/cluster.js';
-import { dcCreate, dcList, dcNodes, dcRemove } from './commands/dc.js';
+import { dcCreate, dcFreeze, dcList, dcNodes, dcRemove, dcSet, dcShow, dcStats } from './commands/dc.js';
 import { nodeStart } from './commands/node.js';
-import { epList, kill, logs, run } from './commands/proc.js';
+import { epList, exec, kill, logs, nodeStatus, ps, run } from './commands/proc.js';
 import { status } from './commands/status.js';
+import { kvGet, kvList, kvPut, kvRemove, lockList } from './commands/svc.js';
 import type { Ctx } from './context.js';
 import { errorLine, type Io, Output } from './output.js';
 import {
@@ -125,16 +128,24 @@ export function buildProgram(io: Io, result: { code: number }): Command {
     .addOption(new Option('--log-level <L>', 'daemon log level').argParser(logLevelArg))
     .option(
       '--store <S>',
-      'cluster store: embedded (node 0 hosts it) or etcd://H:P[,H:P...] (an etcd already running)',
+      'cluster store: embedded (the default; node 0 hosts it) or etcd://H:P[,H:P...] (an etcd already running)',
       storeArg,
+    )
+    .option('--no-store', 'no cluster store (no kv, locks, election, consensus; DCs pushed by the CLI)')
+    .option(
+      '--tls',
+      'mutual TLS on node links: cluster CA in DIR/ca (made if missing), a certificate per node',
+      false,
     )
     .addHelpText(
       'after',
       examples([
         'dvs up                              # 3 nodes, foreground; Ctrl-C stops them',
-        'dvs up --store embedded --detach    # node 0 hosts the cluster store, the others use it',
+        'dvs up --detach                     # node 0 hosts the cluster store (embedded), the others use it',
+        'dvs up --no-store --detach          # no cluster store: IPC only, no DVK services',
         'dvs up --store etcd://127.0.0.1:2379 --detach',
         'dvs up --nodes 5 --detach           # 5 nodes in the background (stop with dvs down)',
+        'dvs up --tls --detach               # node links with mutual TLS (cluster CA in DIR/ca)',
         'dvs up --dir /tmp/c1 --base-port 7000 --detach',
         '',
         'Each node is a separate process; its files are in DIR/node<N>/ (daemon.log, stderr.log, logs/).',
@@ -148,7 +159,9 @@ export function buildProgram(io: Io, result: { code: number }): Command {
           timeoutMs: o.timeout,
           ...(o.basePort !== undefined ? { basePort: o.basePort } : {}),
           ...(o.logLevel !== undefined ? { logLevel: o.logLevel } : {}),
-          ...(o.store !== undefined ? { store: o.store } : {}),
+          // The embedded store by default, so the DVK services work out of the box; --no-store opts out.
+          ...(o.store === false ? {} : { store: o.store ?? 'embedded' }),
+          ...(o.tls ? { tls: true } : {}),
         }),
       ),
     );
@@ -193,6 +206,10 @@ export function buildProgram(io: Io, result: { code: number }): Command {
       'with --store embedded: use the store hosted by the peer at this node-link address',
       hostPortArg,
     )
+    .option('--tls-dir <DIR>', 'mutual TLS on node links with DIR/ca.crt, node.crt, node.key (dvs node join)')
+    .option('--api <HOST:PORT>', 'serve the REST API and the dashboard here (default: off)', hostPortArg)
+    .option('--api-token-file <F>', 'file holding the API bearer token (else $DVS_API_TOKEN)')
+    .option('--api-insecure-loopback', 'development only: loopback clients of the API need no token')
     .addHelpText(
       'after',
       examples([
@@ -207,6 +224,51 @@ export function buildProgram(io: Io, result: { code: number }): Command {
       ]),
     )
     .action((o) => act(nodeStart(ctx, o)));
+  node
+    .command('status')
+    .description('node status: address, DCs, endpoints, isolation mode and cgroup driver')
+    .option('--node <ID>', 'only this node (default: all)', nodeIdArg)
+    .option('--json', 'machine-readable output', false)
+    .addHelpText('after', examples(['dvs node status', 'dvs node status --node 1 --json']))
+    .action((o) => act(nodeStatus(ctx, { json: o.json, ...(o.node !== undefined ? { node: o.node } : {}) })));
+  node
+    .command('join')
+    .description("get this node's certificate from the cluster CA with a one-time token (docs/security.md)")
+    .requiredOption('--token <TOKEN>', 'join token from dvs ca token')
+    .requiredOption('--node-id <N>', 'the node id the certificate is for (0..65535)', nodeIdArg)
+    .option('--ca-dir <DIR>', 'the CA directory (default: DIR/ca of the cluster directory)')
+    .option('--tls-dir <DIR>', "where this node's credentials go (default: DIR/node<N>/tls)")
+    .option('--name <NAME>', 'node name, also a DNS name of the certificate (default node<N>)')
+    .option('--ip <LIST>', 'IP addresses of the certificate, comma-separated (default 127.0.0.1)', ipListArg)
+    .option('--dns <LIST>', 'DNS names of the certificate, comma-separated (default: the name)', nameListArg)
+    .option('--json', 'print the paths and fingerprints as JSON', false)
+    .addHelpText(
+      'after',
+      examples([
+        'dvs node join --token "$(dvs ca token)" --node-id 2',
+        'dvs node join --token dvsjt1-... --node-id 2 --ca-dir /mnt/ca --tls-dir /var/lib/dvs/tls --ip 10.0.0.3',
+        '',
+        'The key pair is made here and never leaves this host; only the request goes to the CA directory.',
+      ]),
+    )
+    .action((o) => act(nodeJoin(ctx, o)));
+
+  const ca = program.command('ca').description('the cluster CA: node certificates and join tokens');
+  ca.command('init')
+    .description('create the cluster CA (ECDSA P-256) in DIR/ca')
+    .option('--ca-dir <DIR>', 'put it here instead')
+    .option('--json', 'print the paths and the CA fingerprint as JSON', false)
+    .addHelpText('after', examples(['dvs ca init', 'dvs ca init --dir /tmp/c1 --json']))
+    .action((o) => act(caInit(ctx, o)));
+  ca.command('token')
+    .description('create a one-time join token (dvs node join spends it)')
+    .option('--ca-dir <DIR>', 'the CA directory (default: DIR/ca)')
+    .addOption(
+      new Option('--ttl <DURATION>', 'lifetime: 30m, 1h, 7d').default(3_600_000, '1h').argParser(durationArg),
+    )
+    .option('--json', 'print {token, expiresAt, caDir}', false)
+    .addHelpText('after', examples(['dvs ca token', 'dvs ca token --ttl 15m --json']))
+    .action((o) => act(caToken(ctx, { ttlMs: o.ttl, json: o.json, ...(o.caDir ? { caDir: o.caDir } : {}) })));
 
   program
     .command('status')
@@ -233,16 +295,54 @@ export function buildProgram(io: Io, result: { code: number }): Command {
       'endpoints below N are system endpoints (default 64)',
       intArg(0, 0x7ffffffe),
     )
+    .option('--memory <BYTES>', 'memory limit per node, e.g. 256M (K/M/G = 1024^n)')
+    .option('--cpus <N>', 'CPU limit per node, e.g. 0.5 or 50%')
+    .option('--pids <N>', 'most tasks (processes and threads) per node')
+    .option('--io-bps <BYTES>', 'block I/O per disk per node, read and write, e.g. 10M')
+    .option('--net-bps <BITS>', 'DC LAN bandwidth each way per node, e.g. 50M (needs --lan)')
+    .option('--lan <PREFIX>', 'a DC-private LAN across its nodes (VXLAN), e.g. 172.31.5.0/24')
     .option('--json', 'print the DC configuration as JSON', false)
     .addHelpText(
       'after',
       examples([
         'dvs dc create demo',
+        'dvs dc create web --memory 256M --cpus 0.5 --pids 128 --lan 172.31.5.0/24',
         'dvs dc create db --nodes 1,2 --max-payload 65536',
         'dvs dc create web --id 7',
       ]),
     )
     .action((name, o) => act(dcCreate(ctx, name, o)));
+  dc.command('set')
+    .description('change limits of a DC live, on every node of it')
+    .requiredOption('--dc <NAME>', 'DC name or id', dcRefArg)
+    .option('--memory <BYTES>', 'memory limit per node, e.g. 512M; max removes it')
+    .option('--cpus <N>', 'CPU limit per node, e.g. 0.5; max removes it')
+    .option('--pids <N>', 'most tasks per node; max removes it')
+    .option('--io-bps <BYTES>', 'block I/O per disk per node; max removes it')
+    .option('--net-bps <BITS>', 'DC LAN bandwidth each way per node; max removes it')
+    .option('--json', 'machine-readable output', false)
+    .addHelpText('after', examples(['dvs dc set --dc web --memory 512M', 'dvs dc set --dc web --cpus max']))
+    .action((o) => act(dcSet(ctx, o)));
+  dc.command('stats')
+    .description('usage against limits, per node')
+    .requiredOption('--dc <NAME>', 'DC name or id', dcRefArg)
+    .option('--json', 'machine-readable output', false)
+    .addHelpText('after', examples(['dvs dc stats --dc web', 'dvs dc stats --dc web --json']))
+    .action((o) => act(dcStats(ctx, o)));
+  dc.command('show')
+    .description('a DC: its nodes, containers, limits and LAN addresses')
+    .requiredOption('--dc <NAME>', 'DC name or id', dcRefArg)
+    .option('--json', 'machine-readable output', false)
+    .addHelpText('after', examples(['dvs dc show --dc web']))
+    .action((o) => act(dcShow(ctx, o)));
+  for (const what of ['pause', 'resume'] as const) {
+    dc.command(what)
+      .description(what === 'pause' ? 'freeze every process of a DC (all nodes)' : 'thaw a paused DC')
+      .requiredOption('--dc <NAME>', 'DC name or id', dcRefArg)
+      .option('--json', 'machine-readable output', false)
+      .addHelpText('after', examples([`dvs dc ${what} --dc web`]))
+      .action((o) => act(dcFreeze(ctx, what, o)));
+  }
   dc.command('ls')
     .description('list DCs with their nodes and endpoint counts')
     .option('--json', 'machine-readable output', false)
@@ -324,6 +424,37 @@ export function buildProgram(io: Io, result: { code: number }): Command {
     )
     .action((o) => act(kill(ctx, { dc: o.dc, ep: o.ep, signal: o.signal, graceMs: o.grace, json: o.json })));
 
+  program
+    .command('ps')
+    .description('processes started by dvs run, on every node (running and recently exited)')
+    .option('--dc <NAME>', 'only this DC', dcRefArg)
+    .option('--json', 'machine-readable output', false)
+    .addHelpText('after', examples(['dvs ps', 'dvs ps --dc demo --json']))
+    .action((o) => act(ps(ctx, { json: o.json, ...(o.dc !== undefined ? { dc: o.dc } : {}) })));
+
+  program
+    .command('exec')
+    .description("run a command inside a DC's container on a node and print its output")
+    .requiredOption('--dc <NAME>', 'DC name or id', dcRefArg)
+    .option('--node <ID>', "node (default: the DC's lowest)", nodeIdArg)
+    .addOption(new Option('--timeout <MS>', 'kill it after this long').default(30_000).argParser(msArg))
+    .option('--json', 'print {code, signal, stdout, stderr}', false)
+    .argument('<CMD...>', 'command and arguments (after --)')
+    .addHelpText(
+      'after',
+      examples(['dvs exec --dc demo -- ps -ef', 'dvs exec --dc demo --node 2 -- ip -br addr']),
+    )
+    .action((cmd, o) =>
+      act(
+        exec(ctx, cmd, {
+          dc: o.dc,
+          timeoutMs: o.timeout,
+          json: o.json,
+          ...(o.node !== undefined ? { node: o.node } : {}),
+        }),
+      ),
+    );
+
   const ep = program.command('ep').description('endpoints of a DC');
   ep.command('ls')
     .description("the DC's endpoint table merged across nodes (the prototype's procs table)")
@@ -334,6 +465,91 @@ export function buildProgram(io: Io, result: { code: number }): Command {
       examples(['dvs ep ls --dc demo', "dvs ep ls --dc demo --json | jq '.endpoints[].ep'"]),
     )
     .action((o) => act(epList(ctx, o)));
+
+  const lock = program.command('lock').description("a DC's locks (held by its processes through the SDK)");
+  lock
+    .command('ls')
+    .description('held locks of a DC: holder, fencing token and waiters in queue order')
+    .requiredOption('--dc <NAME>', 'DC name or id', dcRefArg)
+    .option('--json', 'machine-readable output', false)
+    .addHelpText('after', examples(['dvs lock ls --dc demo', "dvs lock ls --dc demo --json | jq '.locks[]'"]))
+    .action((o) => act(lockList(ctx, o)));
+
+  const kv = program.command('kv').description("a DC's key/value space (needs a cluster store)");
+  kv.command('get')
+    .description("print a key's value")
+    .argument('<KEY>', 'key')
+    .requiredOption('--dc <NAME>', 'DC name or id', dcRefArg)
+    .option('--json', 'the entry as JSON (value as text and base64, revisions)', false)
+    .addHelpText('after', examples(['dvs kv get config/mode --dc demo']))
+    .action((key, o) => act(kvGet(ctx, key, o)));
+  kv.command('put')
+    .description('write a key')
+    .argument('<KEY>', 'key')
+    .argument('<VALUE>', 'value (stored as UTF-8)')
+    .requiredOption('--dc <NAME>', 'DC name or id', dcRefArg)
+    .option('--json', 'print {key, revision}', false)
+    .addHelpText('after', examples(['dvs kv put config/mode fast --dc demo']))
+    .action((key, value, o) => act(kvPut(ctx, key, value, o)));
+  kv.command('rm')
+    .description('delete a key')
+    .argument('<KEY>', 'key')
+    .requiredOption('--dc <NAME>', 'DC name or id', dcRefArg)
+    .option('--json', 'print {key, deleted, revision}', false)
+    .addHelpText('after', examples(['dvs kv rm config/mode --dc demo']))
+    .action((key, o) => act(kvRemove(ctx, key, o)));
+  kv.command('ls')
+    .description('list keys (under a prefix)')
+    .argument('[PREFIX]', 'key prefix (default: every key)')
+    .requiredOption('--dc <NAME>', 'DC name or id', dcRefArg)
+    .option('--limit <N>', 'at most N keys', intArg(1, 100_000))
+    .option('--json', 'machine-readable output', false)
+    .addHelpText('after', examples(['dvs kv ls --dc demo', 'dvs kv ls config/ --dc demo --json']))
+    .action((prefix, o) => act(kvList(ctx, prefix, o)));
+
+  program
+    .command('api')
+    .description("the REST API's URL and token of the local cluster")
+    .option('--json', 'print {url, token}', false)
+    .option('--node <ID>', 'the API of this node (default: the first)', nodeIdArg)
+    .addHelpText(
+      'after',
+      examples([
+        'dvs api',
+        'curl -H "Authorization: Bearer $(dvs api --json | jq -r .token)" "$(dvs api --json | jq -r .url)/api/v1/cluster"',
+      ]),
+    )
+    .action((o) => act(api(ctx, { json: o.json, ...(o.node !== undefined ? { node: o.node } : {}) })));
+
+  program
+    .command('dashboard')
+    .description('print the web dashboard URL (with the API token in its #fragment)')
+    .option('--open', 'open it with xdg-open, if installed', false)
+    .option('--node <ID>', 'the dashboard of this node (default: the first)', nodeIdArg)
+    .addHelpText('after', examples(['dvs dashboard', 'dvs dashboard --open']))
+    .action((o) => act(dashboard(ctx, { open: o.open, ...(o.node !== undefined ? { node: o.node } : {}) })));
+
+  program
+    .command('events')
+    .description("the nodes' event logs merged by time (node up/down, DCs, processes)")
+    .option('-f, --follow', 'keep printing new events until Ctrl-C', false)
+    .option('--json', 'machine-readable output (with --follow: one JSON object per line)', false)
+    .option('--node <ID>', "only this node's log", nodeIdArg)
+    .option('--limit <N>', 'at most the last N events', intArg(1, 100_000))
+    .addHelpText(
+      'after',
+      examples(['dvs events', 'dvs events --follow', 'dvs events --json | jq .events[].kind']),
+    )
+    .action((o) =>
+      act(
+        events(ctx, {
+          follow: o.follow,
+          json: o.json,
+          ...(o.node !== undefined ? { node: o.node } : {}),
+          ...(o.limit !== undefined ? { limit: o.limit } : {}),
+        }),
+      ),
+    );
 
   return program;
 }

@@ -272,6 +272,8 @@ export class Directory {
     fromNode: NodeId,
     toNode: NodeId,
     opts: StoreCallOptions = {},
+    /** The process now holding the endpoint at `toNode` (its pid, and its name if it changed). */
+    holder?: { pid: number; name?: string },
   ): Promise<DirEntry> {
     checkIds(dc, ep);
     const o = this.callOpts(opts);
@@ -292,7 +294,12 @@ export class Directory {
           node: have.node,
         });
       }
-      const next: DirRecord = { ...have, node: toNode, epoch: have.epoch + 1 };
+      const next: DirRecord = {
+        ...have,
+        node: toNode,
+        epoch: have.epoch + 1,
+        ...(holder === undefined ? {} : { pid: holder.pid, name: holder.name ?? have.name }),
+      };
       try {
         const r = await this.store.txn(
           [

@@ -9,6 +9,11 @@
  *   dcnext              DcNextRecord durable; the next DC id to try (allocation hint, CAS-guarded)
  *   dir/<dc>/<ep>       DirRecord    leased: the *hosting* node's registration lease, so a dead node's
  *                                    endpoints vanish with it, in the same revision as nodes/<node>
+ *   dciso/<name>        {limits?, lan?}  durable; a DC's limits (text) and LAN prefix, by DC name: written
+ *                                    before dcs/<dc>, so a node never applies a DC without them
+ *   dclan/<dc>/<node>   LanMember    durable; that node's container on the DC LAN (MAC, underlay, address)
+ *   dcaddr/<dc>/<addr>  {node}       durable; address claims (a txn on createRevision: no two containers
+ *                                    of a DC get one address)
  * ```
  * Numbers are decimal without padding (`/dvs/dir/3/70`). Every prefix a service watches ends in `/`, so
  * `/dvs/dir/1/` never matches `/dvs/dir/12/...`.
@@ -48,6 +53,18 @@ export const dcNameKey = (name: string): string => `${DC_NAMES_PREFIX}${name}`;
 export const dirKey = (dc: DcId, ep: Endpoint): string => `${DIR_PREFIX}${dc}/${ep}`;
 /** Prefix of every directory entry of DC `dc`. */
 export const dirDcPrefix = (dc: DcId): string => `${DIR_PREFIX}${dc}/`;
+/** Prefix of the DCs' isolation specs (by DC name; src/node/isolation-wiring.ts). */
+export const DC_ISO_PREFIX = '/dvs/dciso/';
+/** Prefix of the DC LAN members. */
+export const DC_LAN_PREFIX = '/dvs/dclan/';
+/** Prefix of the DC LAN address claims. */
+export const DC_ADDR_PREFIX = '/dvs/dcaddr/';
+/** Key of DC `name`'s isolation spec. */
+export const dcIsoKey = (name: string): string => `${DC_ISO_PREFIX}${name}`;
+/** Key of node `node`'s container on DC `dc`'s LAN. */
+export const dcLanKey = (dc: DcId, node: NodeId): string => `${DC_LAN_PREFIX}${dc}/${node}`;
+/** Key of the claim on `address` of DC `dc`'s LAN. */
+export const dcAddrKey = (dc: DcId, address: string): string => `${DC_ADDR_PREFIX}${dc}/${address}`;
 
 const DECIMAL = /^(0|[1-9][0-9]*)$/;
 

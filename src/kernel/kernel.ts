@@ -568,6 +568,11 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
     const dc = this.needDc(dcId);
     if (!isEp(ep) || !isInt(pid)) throw dvsError('EINVAL', `bad endpoint ${ep} or pid ${pid}`);
     const old = dc.eps.get(ep);
+    if (old !== undefined && old.migrating && old.waitBind) {
+      // The daemon reserves before it spawns the new process, then gives its pid.
+      old.pid = pid;
+      return;
+    }
     if (old?.isLocal || old?.kind === 'backup') {
       throw dvsError('EBOUND', `endpoint ${ep} is bound here already`, { dc: dcId, ep });
     }
@@ -613,13 +618,19 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
     return carry;
   }
 
-  migrateActivate(_now: number, dcId: DcId, ep: Endpoint): void {
+  migrateActivate(_now: number, dcId: DcId, ep: Endpoint, carry?: MigrationCarry): void {
     const dc = this.needDc(dcId);
     const e = dc.eps.get(ep);
     if (e === undefined || !e.isLocal || !e.migrating) {
       throw dvsError('EINVAL', `endpoint ${ep} is not arriving here by migration`, { dc: dcId, ep });
     }
     e.migrating = false;
+    if (carry !== undefined) {
+      for (const [src, ts] of carry.notes) {
+        if (isEp(src) && typeof ts === 'number') this.raiseNote(e, src, ts);
+      }
+      if (carry.wokenUp === true) this.wake(e);
+    }
     this.broadcastBind(e);
   }
 

@@ -363,8 +363,10 @@ export interface MigrationCarry {
  * `migrateAbort` at D undoes step 1 (before S committed): what queued there goes back to S.
  */
 export interface KernelMigrationApi {
+  /** Calling it again while the reservation waits for its process only sets the pid. */
   migrateIn(now: number, dc: DcId, ep: Endpoint, pid: number, carry: MigrationCarry, name?: string): void;
   migrateOut(now: number, dc: DcId, ep: Endpoint, to: NodeId): MigrationCarry;
-  migrateActivate(now: number, dc: DcId, ep: Endpoint): void;
+  /** `carry` is what migrateOut returned at the source (notifications raised here, a pending wakeup). */
+  migrateActivate(now: number, dc: DcId, ep: Endpoint, carry?: MigrationCarry): void;
   migrateAbort(now: number, dc: DcId, ep: Endpoint, back: NodeId): void;
 }

@@ -55,6 +55,8 @@ export interface ClusterWiringOptions {
   linkUp: (node: NodeId) => boolean;
   /** Stop the local processes of a DC this node no longer hosts; resolves with their pids. */
   stopDcProcesses: (dc: DcId, pids: number[]) => Promise<number[]>;
+  /** A DC that includes this node was created here from the store (the daemon sets up its container). */
+  onDcCreated?: (cfg: DcConfig) => void;
   /** Lease TTL of this node's registration, s. */
   ttlSeconds: number;
   takeoverWaitMs: number;
@@ -101,6 +103,11 @@ export class ClusterWiring {
   constructor(o: ClusterWiringOptions) {
     this.o = o;
     this.log = o.logger.child({ component: 'cluster' });
+  }
+
+  /** The open cluster store, for the DVK services (src/node/svc-store.ts); undefined before start(). */
+  get clusterStore(): ClusterStore | undefined {
+    return this.store;
   }
 
   /** The registry (for admin dc.* methods). */
@@ -301,6 +308,23 @@ export class ClusterWiring {
           await sleep(RETRY_MS, this.life.signal).catch(() => {});
         }
       }
+    });
+  }
+
+  /**
+   * Commit a migration in the directory: `ep` of `dc` now lives at `to` (this node), held by process `pid`.
+   * Serialized with this endpoint's other directory writes.
+   */
+  moveEndpoint(dc: DcId, ep: Endpoint, from: NodeId, to: NodeId, pid: number, name: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.serialize(dc, ep, async () => {
+        try {
+          await this.directory!.move(dc, ep, from, to, { timeout: CALL_TIMEOUT_MS }, { pid, name });
+          resolve();
+        } catch (e) {
+          reject(e);
+        }
+      });
     });
   }
 
@@ -553,6 +577,7 @@ export class ClusterWiring {
         k.createDc(cfg);
         this.log.info({ dc: cfg.id, name: cfg.name, nodes: cfg.nodes }, 'dc created from the store');
         this.replayDirectory(cfg);
+        this.o.onDcCreated?.(cfg);
       }
     } catch (e) {
       this.log.error({ err: e, ev: ev.type }, 'cannot apply a DC change from the store');

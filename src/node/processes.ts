@@ -8,7 +8,7 @@
  * kernel: no pipe passes through the daemon, so a chatty process cannot slow the event loop and its output
  * survives a daemon crash. Exited entries are kept for a while so `dvs logs` still finds them.
  */
-import { type ChildProcess, spawn as spawnChild } from 'node:child_process';
+import { type ChildProcess, type StdioOptions, spawn as spawnChild } from 'node:child_process';
 import { constants as fsConstants } from 'node:fs';
 import { mkdir, open, stat } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
@@ -34,7 +34,44 @@ export interface ProcessManagerOptions {
   stopGraceMs?: number;
   /** Clock, ms since the epoch (injectable for tests). */
   now?: () => number;
+  /**
+   * Starts processes somewhere other than as plain children of the daemon (in the DC's container:
+   * src/node/isolation-wiring.ts). Without it, processes are plain detached children.
+   */
+  spawner?: ProcessSpawner;
 }
+
+/** How a process ended, as a {@link ProcessSpawner} reports it. */
+export interface SpawnedExit {
+  code: number | null;
+  signal: string | null;
+  /** Killed by the OOM killer at the DC's memory limit. */
+  oomKilled?: boolean;
+  /** One line for people, e.g. `killed: out of memory at 256M`. */
+  reason?: string;
+}
+
+/** A process started by a {@link ProcessSpawner}. */
+export interface SpawnedProcess {
+  /** Host pid (what ProcessInfo.pid shows). */
+  pid: number;
+  /** The pid the process sees itself (inside a pid namespace): what it reports when it binds. */
+  containerPid?: number;
+  /** Resolves once, when it exits. */
+  exited: Promise<SpawnedExit>;
+  /** Signals the process and what it started. */
+  kill(signal: NodeJS.Signals): void;
+}
+
+/**
+ * Starts `req` with the complete `env` and `stdio`; rejects with a DvsError (ENOENT, EINVAL, ...). Resolves
+ * with undefined to decline: the manager then spawns a plain child (isolation off).
+ */
+export type ProcessSpawner = (
+  req: SpawnRequest,
+  env: Record<string, string>,
+  stdio: StdioOptions,
+) => Promise<SpawnedProcess | undefined>;
 
 /** What to spawn. */
 export interface SpawnRequest {
@@ -62,7 +99,12 @@ export interface LogChunk {
 
 interface Entry {
   info: ProcessInfo;
-  child: ChildProcess;
+  /** What started it (a migration starts the same program elsewhere). */
+  req: SpawnRequest;
+  /** Undefined when a {@link ProcessSpawner} started it (then `kill` is set). */
+  child?: ChildProcess;
+  /** Signals the process when it is not a plain child (a container process). */
+  kill?: (signal: NodeJS.Signals) => void;
   logPath: string;
   /** Size of the (append-only) log file when this run started: offsets of readLog count from here. */
   logStart: number;
@@ -136,6 +178,10 @@ export class ProcessManager {
       const logStart = (await fh.stat()).size;
       // Re-check after the awaits: a concurrent spawn for the same endpoint may have won.
       if (this.running.has(key)) throw dvsError('EBOUND', `a process already runs at endpoint ${req.ep}`);
+      const isolated = this.opts.spawner
+        ? await this.spawnWith(this.opts.spawner, req, key, fh.fd, logPath, logStart)
+        : undefined;
+      if (isolated) return { ...isolated.info };
       const child = spawnChild(file, args, {
         cwd: req.cwd,
         env: { ...process.env, ...req.env },
@@ -174,7 +220,15 @@ export class ProcessManager {
           resolve(info);
         };
       });
-      entry = { info, child, logPath, logStart, exited, ...(req.onExit ? { onExit: req.onExit } : {}) };
+      entry = {
+        info,
+        req,
+        child,
+        logPath,
+        logStart,
+        exited,
+        ...(req.onExit ? { onExit: req.onExit } : {}),
+      };
       this.running.set(key, entry);
       if (exitStatus !== undefined) onExited?.();
     } finally {
@@ -214,6 +268,12 @@ export class ProcessManager {
   }
 
   /** The running process of `ep`, else the latest exited one, else undefined. */
+  /** How the running process of `ep` was started (cmd, env, cwd), if one runs. */
+  request(dc: DcId, ep: Endpoint): SpawnRequest | undefined {
+    const e = this.running.get(keyOf(dc, ep));
+    return e === undefined ? undefined : { ...e.req, cmd: [...e.req.cmd], env: { ...e.req.env } };
+  }
+
   get(dc: DcId, ep: Endpoint): ProcessInfo | undefined {
     const e = this.running.get(keyOf(dc, ep)) ?? this.findExited(dc, ep);
     return e ? { ...e.info } : undefined;
@@ -296,10 +356,11 @@ export class ProcessManager {
   private async terminate(entry: Entry, signal: NodeJS.Signals, graceMs: number): Promise<ProcessInfo> {
     if (entry.info.exit !== null) return { ...entry.info };
     this.log.info({ dc: entry.info.dc, ep: entry.info.ep, pid: entry.info.pid, signal }, 'killing process');
-    signalGroup(entry.info.pid, signal);
+    const send = (s: NodeJS.Signals) => (entry.kill ? entry.kill(s) : signalGroup(entry.info.pid, s));
+    send(signal);
     if (signal !== 'SIGKILL' && !(await exitedWithin(entry, graceMs))) {
       this.log.warn({ pid: entry.info.pid, graceMs }, 'process ignored the signal, sending SIGKILL');
-      signalGroup(entry.info.pid, 'SIGKILL');
+      send('SIGKILL');
     }
     if (!(await exitedWithin(entry, KILL_WAIT_MS))) {
       throw dvsError('ETIMEDOUT', `process ${entry.info.pid} did not exit after SIGKILL`, {
@@ -307,6 +368,57 @@ export class ProcessManager {
       });
     }
     return { ...entry.info };
+  }
+
+  /** spawn() through a {@link ProcessSpawner} (the DC's container); the log fd is the child's stdout/err. */
+  private async spawnWith(
+    spawner: ProcessSpawner,
+    req: SpawnRequest,
+    key: string,
+    fd: number,
+    logPath: string,
+    logStart: number,
+  ): Promise<Entry | undefined> {
+    const env = { ...process.env, ...req.env } as Record<string, string>;
+    const p = await spawner(req, env, ['ignore', fd, fd]);
+    if (p === undefined) return undefined;
+    const info: ProcessInfo = {
+      dc: req.dc,
+      dcName: req.dcName,
+      ep: req.ep,
+      name: req.name ?? `ep${req.ep}`,
+      pid: p.pid,
+      ...(p.containerPid !== undefined ? { containerPid: p.containerPid } : {}),
+      node: this.nodeId,
+      cmd: [...req.cmd],
+      startedAt: this.now(),
+      exit: null,
+    };
+    const entry: Entry = {
+      info,
+      req,
+      kill: (s) => p.kill(s),
+      logPath,
+      logStart,
+      exited: p.exited.then((st) => {
+        info.exit = {
+          code: st.code,
+          signal: st.signal,
+          at: this.now(),
+          ...(st.oomKilled ? { oomKilled: true } : {}),
+          ...(st.reason !== undefined ? { reason: st.reason } : {}),
+        };
+        this.onChildExit(key, entry);
+        return info;
+      }),
+      ...(req.onExit ? { onExit: req.onExit } : {}),
+    };
+    this.running.set(key, entry);
+    this.log.info(
+      { dc: req.dc, ep: req.ep, pid: p.pid, containerPid: p.containerPid, cmd: req.cmd },
+      'process started in its container',
+    );
+    return entry;
   }
 
   private onChildExit(key: string, entry: Entry): void {

@@ -62,6 +62,90 @@ export interface NodeStatus {
   endpoints: number;
   /** Present when the node runs with a cluster store (`--store`). */
   cluster?: ClusterStatus;
+  /** How this node isolates DC processes (docs/isolation.md); absent on daemons without the wiring. */
+  isolation?: IsolationStatus;
+}
+
+/** A node's isolation mode, as `status` reports it. */
+export interface IsolationStatus {
+  /** `container`: namespaces + cgroup limits; `off`: plain processes (no root: development only). */
+  mode: 'container' | 'off';
+  /** Why this mode (and which cgroup layout was found). */
+  reason: string;
+  /** Cgroup driver in use. */
+  cgroup: 'v1' | 'v2' | 'none';
+  cgroupDetail?: string;
+  /** Whether this node can attach DCs to a DC LAN (it has an underlay). */
+  lan: boolean;
+  /** Name prefix of this node's namespaces, cgroups and links. */
+  prefix: string;
+}
+
+/**
+ * DC limits as text, the CLI's flags (`memory: '256M'`, `cpus: '0.5'`, `pids: '128'`, `io-bps: '10M'`,
+ * `net-bps: '50M'`); `max` removes a limit (docs/isolation.md, Limits).
+ */
+export type DcLimitsText = Partial<Record<'memory' | 'cpus' | 'pids' | 'io-bps' | 'net-bps', string>>;
+
+/** Isolation settings of a DC given at `dc.create` (and kept by every node of it). */
+export interface DcIsolationSpec {
+  limits?: DcLimitsText;
+  /**
+   * The DC LAN: its prefix, and this node's container address in it (allocated by the caller without a
+   * store; with one, each node claims its address in the store and `address` is not given).
+   */
+  lan?: { prefix: string; address?: string };
+}
+
+/** One container of a DC LAN: where it is and how to reach it (pushed to the DC's other nodes). */
+export interface LanMember {
+  node: NodeId;
+  /** The node's underlay address (VXLAN endpoint). */
+  underlay: string;
+  mac: string;
+  /** The container's DC-private address. */
+  address: string;
+}
+
+/** A DC's isolation on one node (`dc.isolation`, `dc.set`). */
+export interface DcIsolationInfo {
+  dc: DcId;
+  node: NodeId;
+  mode: 'container' | 'off';
+  /** Limits in force, `key=value,...` (empty: none). */
+  limits: string;
+  /** This node's container on the DC LAN. */
+  lan?: LanMember & { prefix: string };
+  /** Whether the container's pid 1 runs (always true when off). */
+  running: boolean;
+  /** Host pid of the container's pid 1. */
+  initPid?: number;
+  /** Name of the container's network namespace. */
+  netns?: string;
+}
+
+/** Usage against limits of a DC on one node (`dc.stats`); numbers as the cgroup reports them. */
+export interface DcStatsInfo {
+  dc: DcId;
+  node: NodeId;
+  mode: 'container' | 'off';
+  limits: string;
+  running: boolean;
+  memory?: { usageBytes: number; limitBytes: number | null; maxUsageBytes?: number; oomKills: number };
+  cpu?: { usageNs: number; limitCpus: number | null; nrThrottled: number; throttledNs: number };
+  pids?: { current: number; limit: number | null; refused: number };
+  io?: { readBytes: number; writeBytes: number };
+  procs?: number;
+  frozen?: boolean;
+}
+
+/** What `proc.exec` returns. */
+export interface ExecInfo {
+  code: number | null;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+  oomKilled: boolean;
 }
 
 /** The cluster store as one node sees it (`status`, when the node runs with `--store`). */
@@ -91,6 +175,21 @@ export interface ClusterMember {
   self: boolean;
 }
 
+/** Result of `proc.migrate`. */
+export interface MigrationResult {
+  dc: DcId;
+  ep: Endpoint;
+  from: NodeId;
+  to: NodeId;
+  pid: { from: number; to: number };
+  /** The process declared onMigrate hooks (its state moved); else it was restarted without state. */
+  stateful: boolean;
+  stateBytes: number;
+  /** From the freeze of the process to the endpoint announced at the destination, ms. */
+  freezeMs: number;
+  totalMs: number;
+}
+
 /** A process started by `dvs run`, as the node tracks it. */
 export interface ProcessInfo {
   dc: DcId;
@@ -98,11 +197,22 @@ export interface ProcessInfo {
   ep: Endpoint;
   name: string;
   pid: number;
+  /** The pid inside the DC's container (what the process sees and reports when it binds), if isolated. */
+  containerPid?: number;
   node: NodeId;
   cmd: string[];
   startedAt: number;
-  /** null while running. */
-  exit: { code: number | null; signal: string | null; at: number } | null;
+  /**
+   * null while running. `oomKilled`: killed by the OOM killer at the DC's memory limit; `reason`: one line
+   * for people (`killed: out of memory at 256M`).
+   */
+  exit: {
+    code: number | null;
+    signal: string | null;
+    at: number;
+    oomKilled?: boolean;
+    reason?: string;
+  } | null;
 }
 
 /**
@@ -130,7 +240,7 @@ export interface AdminMethods {
    * the DC to the store (any node answers for the cluster; every node of the DC applies it from its watch);
    * `config.id` may then be 0 to let the store allocate one.
    */
-  'dc.create': { params: { config: DcConfig }; result: DcConfig };
+  'dc.create': { params: { config: DcConfig; isolation?: DcIsolationSpec }; result: DcConfig };
   /** Without a store: remove a DC from this node; its local processes are killed. With one: remove it from
    *  the store (every node applies it); `killed` lists what this node stopped. */
   'dc.remove': { params: { dc: DcId | string }; result: { killed: number[] } };
@@ -156,6 +266,15 @@ export interface AdminMethods {
     params: { dc: DcId | string; ep: Endpoint; signal?: string; graceMs?: number };
     result: ProcessInfo;
   };
+  /**
+   * Live-migrate endpoint `ep` of `dc` to node `to` (any node answers: the call goes to the node where the
+   * endpoint lives). Its process must have been started with `proc.run`; its state moves through the SDK's
+   * onMigrate hooks, or it is restarted at `to` without state. Nothing queued for it is lost.
+   */
+  'proc.migrate': {
+    params: { dc: DcId | string; ep: Endpoint; to: NodeId; timeoutMs?: number };
+    result: MigrationResult;
+  };
   /** Processes started on this node (running and recently exited). */
   'proc.list': { params: { dc?: DcId | string }; result: ProcessInfo[] };
   /** Wait until the process of `ep` exits (or `timeoutMs` passes: result.exit stays null). */
@@ -169,7 +288,42 @@ export interface AdminMethods {
   'ep.list': { params: { dc: DcId | string }; result: EndpointInfo[] };
   /** This node's event log after `since` (a seq; default 0), oldest first, at most `limit` (default 1000).
    *  `last` is the newest seq logged so far (pass it as the next `since`). */
-  'events.list': { params: { since?: number; limit?: number }; result: { events: NodeEvent[]; last: number } };
+  'events.list': {
+    params: { since?: number; limit?: number };
+    result: { events: NodeEvent[]; last: number };
+  };
+  /**
+   * Run admin `method` on node `node` (its daemon answers over the node link; this node relays). Lets any node
+   * answer for the cluster. `node.call` and `node.shutdown` cannot be forwarded.
+   */
+  'node.call': {
+    params: { node: NodeId; method: string; params?: unknown; timeoutMs?: number };
+    result: unknown;
+  };
+  /** This node's isolation of a DC: limits, LAN place, container. */
+  'dc.isolation': { params: { dc: DcId | string }; result: DcIsolationInfo };
+  /** Change a DC's limits on this node (absent keys unchanged, `max` removes one). */
+  'dc.set': { params: { dc: DcId | string; limits: DcLimitsText }; result: DcIsolationInfo };
+  /** Usage against limits of a DC on this node. */
+  'dc.stats': { params: { dc: DcId | string }; result: DcStatsInfo };
+  /** Freeze every process of a DC on this node (resolves once frozen). */
+  'dc.pause': { params: { dc: DcId | string }; result: { ok: true } };
+  /** Thaw them. */
+  'dc.resume': { params: { dc: DcId | string }; result: { ok: true } };
+  /** Without a store: the other containers of the DC LAN (static forwarding entries on this node). */
+  'dc.lanPeers': { params: { dc: DcId | string; members: LanMember[] }; result: { ok: true } };
+  /** Run a command inside the DC's container on this node and return its output. */
+  'proc.exec': {
+    params: {
+      dc: DcId | string;
+      cmd: string[];
+      env?: Record<string, string>;
+      cwd?: string;
+      input?: string;
+      timeoutMs?: number;
+    };
+    result: ExecInfo;
+  };
   /** Stop this daemon (processes it started are stopped too). */
   'node.shutdown': { params: Record<string, never>; result: { ok: true } };
 }
@@ -190,10 +344,19 @@ export const ADMIN_METHODS: readonly AdminMethod[] = [
   'dc.list',
   'proc.run',
   'proc.kill',
+  'proc.migrate',
   'proc.list',
   'proc.wait',
   'logs.read',
   'ep.list',
   'events.list',
+  'node.call',
+  'dc.isolation',
+  'dc.set',
+  'dc.stats',
+  'dc.pause',
+  'dc.resume',
+  'dc.lanPeers',
+  'proc.exec',
   'node.shutdown',
 ];

@@ -12,6 +12,10 @@
  *   its session is dropped, nodeDown is reported; frames sent to a down node are dropped and counted.
  *   When it comes back, nodeUp is reported again.
  * - Bad input from a peer closes that connection with a logged warning; other links are untouched.
+ * - TLS (docs/security.md), when `tls` is set: every connection is TLS 1.3 with a certificate from the
+ *   cluster CA on both sides; a dialer accepts only the certificate of the node it dialed, and a HELLO must
+ *   claim the node id of the certificate it came over (else EAUTH). Refused peers are logged (one warning
+ *   with the remote address and the reason). Without `tls` the links are plain TCP, as before.
  */
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
@@ -26,7 +30,10 @@ import {
   LINK_TAG_BASE,
   MSG_HEADER_BYTES,
 } from '../protocol/node-frames.js';
+import { loadTlsCredentials, type TlsCredentials } from '../security/credentials.js';
+import type { TlsPaths } from '../security/paths.js';
 import { connectTcp, listenTcp, parseHostPort } from '../transport/net.js';
+import { connectTls, listenTls, peerNodeIdOf } from '../transport/tls.js';
 import type { Transport, TransportListener } from '../transport/transport.js';
 import { type Conn, Link, type LinkStats } from './link.js';
 import {
@@ -74,6 +81,11 @@ export interface LinkManagerOptions {
   /** Largest frame accepted from a peer (default DEFAULT_MAX_FRAME_BYTES). */
   maxFrameBytes?: number;
   handlers: LinkHandlers;
+  /**
+   * Mutual TLS on every link with these credentials (read and checked in start(): EAUTH if the certificate
+   * is not this node's or not from the CA, ENOENT if a file is missing). Omitted: plain TCP.
+   */
+  tls?: TlsPaths;
 }
 
 /**
@@ -100,6 +112,10 @@ export class LinkManager {
   private running = false;
   private stopped = false;
   private droppedUnknown = 0;
+  /** Loaded in start() when options.tls is set. */
+  private tls: TlsCredentials | null = null;
+  /** The last refused-dial reason logged per peer: a peer refusing us every second is logged once. */
+  private readonly dialRefusals = new Map<NodeId, string>();
 
   constructor(opts: LinkManagerOptions) {
     if (!Number.isInteger(opts.nodeId) || opts.nodeId < 0 || opts.nodeId > 0xffff) {
@@ -130,12 +146,33 @@ export class LinkManager {
   async start(): Promise<void> {
     if (this.running || this.stopped) throw new DvsError('EINVAL', 'link manager already started');
     const { host, port } = parseHostPort(this.opts.listen);
-    this.listener = await listenTcp({
+    const listen = {
       host,
       port,
       maxFrameBytes: this.opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
-      onTransport: (t) => this.accepted(t),
-    });
+      onTransport: (t: Transport) => this.accepted(t),
+    };
+    if (this.opts.tls) {
+      const creds = await loadTlsCredentials(this.opts.tls);
+      if (creds.nodeId !== this.opts.nodeId) {
+        throw new DvsError(
+          'EAUTH',
+          `${this.opts.tls.cert} is node-${creds.nodeId}'s, not node ${this.opts.nodeId}'s`,
+        );
+      }
+      this.tls = creds;
+      this.listener = await listenTls({
+        ...listen,
+        ca: creds.ca,
+        cert: creds.cert,
+        key: creds.key,
+        onRefused: (remote, err) => {
+          if (this.running) this.log.warn({ remote, reason: err.message }, 'node link refused');
+        },
+      });
+    } else {
+      this.listener = await listenTcp(listen);
+    }
     this.running = true;
     const now = performance.now();
     for (const link of this.links.values()) {
@@ -145,7 +182,10 @@ export class LinkManager {
     }
     const tick = Math.max(1, Math.min(this.opts.heartbeatMs, this.opts.deadAfterMs / 4));
     this.tickTimer = setInterval(() => this.tick(), tick);
-    this.log.info({ address: this.listener.address, peers: this.links.size }, 'node links listening');
+    this.log.info(
+      { address: this.listener.address, peers: this.links.size, tls: this.tls !== null },
+      'node links listening',
+    );
   }
 
   /** Close every connection and the listener. No nodeDown is reported. */
@@ -228,13 +268,18 @@ export class LinkManager {
   private dial(link: Link): void {
     if (!this.running || link.conn || link.dialTimer) return;
     const { host, port } = parseHostPort(link.peer.address);
-    connectTcp({
+    const dial = {
       host,
       port,
       timeoutMs: Math.max(this.opts.deadAfterMs, 1000),
       signal: this.abort.signal,
       maxFrameBytes: this.opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
-    }).then(
+    };
+    const tls = this.tls;
+    (tls
+      ? connectTls({ ...dial, ca: tls.ca, cert: tls.cert, key: tls.key, expectNodeId: link.peer.id })
+      : connectTcp(dial)
+    ).then(
       (t) => {
         if (!this.running || link.conn) {
           t.close();
@@ -247,7 +292,13 @@ export class LinkManager {
       },
       (e: unknown) => {
         if (!this.running) return;
-        this.log.debug({ node: link.peer.id, err: (e as Error).message }, 'dial failed');
+        const reason = (e as Error).message;
+        if ((e as DvsError).code === 'EAUTH' && this.dialRefusals.get(link.peer.id) !== reason) {
+          this.dialRefusals.set(link.peer.id, reason);
+          this.log.warn({ node: link.peer.id, remote: link.peer.address, reason }, 'node link refused');
+        } else {
+          this.log.debug({ node: link.peer.id, err: reason }, 'dial failed');
+        }
         this.redial(link);
       },
     );
@@ -406,6 +457,16 @@ export class LinkManager {
 
   private onHello(conn: Conn, h: HelloInfo): void {
     const id = h.nodeId;
+    if (this.tls) {
+      // The certificate says who the peer is; the HELLO only claims it.
+      const certified = peerNodeIdOf(conn.transport);
+      if (certified !== id) {
+        const holder = certified === null || certified === undefined ? 'no node' : `node-${certified}`;
+        throw new DvsError('EAUTH', `HELLO claims node ${id} but the certificate is ${holder}'s`, {
+          node: id,
+        });
+      }
+    }
     const link = this.links.get(id);
     if (id === this.opts.nodeId) throw new DvsError('EPROTO', 'HELLO from our own node id', { node: id });
     if (!link) throw new DvsError('EPROTO', `HELLO from unknown node ${id}`, { node: id });
@@ -457,6 +518,7 @@ export class LinkManager {
     link.ackSent = -1; // make the first flush restate our ack on the new connection
     link.lastHeard = now;
     link.backoff = 0;
+    this.dialRefusals.delete(id);
     if (link.everConnected) link.reconnects++;
     link.everConnected = true;
     link.setState('up', now);

@@ -27,6 +27,25 @@ import { FLAG_NOWAIT, PROC_OPS } from '../protocol/proc-frames.js';
 import type { ConnectTimeoutOptions } from './conn.js';
 import { ProcConnection } from './conn.js';
 import { RpcChannel } from './rpc.js';
+import {
+  campaign,
+  type Decision,
+  type EndpointEvent,
+  KvClient,
+  type LeaderState,
+  type Leadership,
+  type Lock,
+  lock,
+  type NodeEvent,
+  observe,
+  propose,
+  type Stream,
+  type StreamOptions,
+  unlock,
+  type WaitOptions,
+  watchEndpoint,
+  watchNodes,
+} from './services.js';
 
 /** Options of a blocking call. */
 export interface CallOptions {
@@ -72,6 +91,29 @@ interface Pending {
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
   cancelled: boolean;
+  /** Writes the frame that issues the call again after a migration freeze parked it. */
+  write: (callId: number) => void;
+  /** receive, receiveRequest or replyReceive: may be parked by a freeze. */
+  recv: boolean;
+  /** Cancelled by a migration freeze rather than by its caller: EABORTED parks it instead of failing it. */
+  parked: boolean;
+}
+
+/** State moved by a live migration (see {@link Dvk.onMigrate}). */
+export interface MigrationHooks {
+  /** Called at the source once the process is quiescent (no call in progress): the state to move. */
+  export(): Uint8Array | Promise<Uint8Array>;
+  /** Called at the destination, before onMigrate resolves, with what export() returned at the source. */
+  import?(state: Uint8Array): void | Promise<void>;
+}
+
+/** A migration freeze in progress at the source. */
+interface Freeze {
+  id: number;
+  /** Calls made while frozen: run on thaw (never at the source if the migration commits). */
+  held: (() => void)[];
+  /** Receives parked by the freeze, issued again on thaw. */
+  parked: { p: Pending; write: (callId: number) => void }[];
 }
 
 interface QueuedPost {
@@ -209,6 +251,12 @@ export class Dvk {
   private readonly conn: ProcConnection;
   /** Service calls (kv, locks, groups...) and their pushed events. */
   private readonly rpc: RpcChannel;
+  /** Set while a migration freezes this process (see onMigrate). */
+  private freeze: Freeze | undefined;
+  /** Resolves when the freeze reaches quiescence (no call of the user in progress). */
+  private quiet: (() => void) | undefined;
+  /** Clients whose request this process took and has not answered yet (a freeze waits for the replies). */
+  private readonly owed = new Set<Endpoint>();
   private readonly calls = new Map<number, Pending>();
   private nextCallId = 2;
   private closedErr: DvsError | undefined;
@@ -223,6 +271,7 @@ export class Dvk {
   private flushWaiters: FlushWaiter[] = [];
   private readonly grants = new Map<number, GrantEntry>();
   private nextGrant = 1;
+  private kvClient: KvClient | undefined;
 
   /** @internal use {@link connect}. */
   constructor(conn: ProcConnection, ok: HelloOkFrame) {
@@ -257,8 +306,9 @@ export class Dvk {
       (id) =>
         this.conn.out.raw(PROC_OPS.receive, nowait ? FLAG_NOWAIT : 0, 0, id, src, 0, RECEIVE_AHEAD, EMPTY),
       nowait ? { ...opts, timeout: undefined } : opts,
+      !nowait,
     );
-    return msgOf(r);
+    return this.took(msgOf(r));
   }
 
   /** Send a request and wait for the reply from `dst`. */
@@ -278,8 +328,9 @@ export class Dvk {
     const r = await this.call(
       (id) => this.conn.out.raw(PROC_OPS.receiveRequest, nowait ? FLAG_NOWAIT : 0, 0, id, 0, 0, 0, EMPTY),
       nowait ? { ...opts, timeout: undefined } : opts,
+      !nowait,
     );
-    return msgOf(r);
+    return this.took(msgOf(r));
   }
 
   /**
@@ -294,19 +345,37 @@ export class Dvk {
    */
   async replyReceive(dst: Endpoint, msg: OutMessage, opts?: CallOptions): Promise<Received> {
     const payload = this.checkMsg(dst, msg);
+    if (this.freeze !== undefined) {
+      // Frozen: the reply must go (the client waits for it, and a migration never splits a sendrec); the
+      // receive waits for the thaw like any new call.
+      await this.reply(dst, msg, opts);
+      return this.receiveRequest(opts);
+    }
     const nowait = opts?.timeout === 0;
+    // The reply half goes out at once: the client is no longer owed one, even while the receive half waits.
+    this.owed.delete(dst);
     const r = await this.call(
       (id) =>
         this.conn.out.raw(PROC_OPS.replyReceive, nowait ? FLAG_NOWAIT : 0, 0, id, dst, msg.type, 0, payload),
       nowait ? { ...opts, timeout: undefined } : opts,
+      !nowait,
+      false,
+      // Parked by a freeze, only the receive half is issued again (the reply went out).
+      (id) => this.conn.out.raw(PROC_OPS.receiveRequest, 0, 0, id, 0, 0, 0, EMPTY),
     );
-    return msgOf(r);
+    return this.took(msgOf(r));
   }
 
   /** Reply to a client waiting in sendrec (ENOTWAITING if it is not waiting for us). */
   async reply(dst: Endpoint, msg: OutMessage, opts?: CallOptions): Promise<void> {
     const payload = this.checkMsg(dst, msg);
-    await this.call((id) => this.conn.out.raw(PROC_OPS.reply, 0, 0, id, dst, msg.type, 0, payload), opts);
+    await this.call(
+      (id) => this.conn.out.raw(PROC_OPS.reply, 0, 0, id, dst, msg.type, 0, payload),
+      opts,
+      false,
+      true,
+    );
+    this.owed.delete(dst);
   }
 
   /** Raise a notification at `dst` (never blocks; coalesced per source). */
@@ -327,6 +396,13 @@ export class Dvk {
    */
   post(dst: Endpoint, msg: OutMessage): Promise<void> {
     if (this.closedErr) return Promise.reject(this.closedErr);
+    if (this.freeze !== undefined) {
+      const f = this.freeze;
+      return new Promise((resolve, reject) => {
+        f.held.push(() => this.post(dst, msg).then(resolve, reject));
+        this.quiesced();
+      });
+    }
     let w = this.windows.get(dst);
     if (w === undefined) {
       checkEndpoint(dst, 'destination');
@@ -502,8 +578,23 @@ export class Dvk {
   }
 
   /** Issue a call: `write(callId)` appends its frame. Settles with the daemon's RESULT. */
-  private call(write: (callId: number) => void, opts: CallOptions | undefined): Promise<ResultFrame> {
+  private call(
+    write: (callId: number) => void,
+    opts: CallOptions | undefined,
+    recv = false,
+    passFreeze = false,
+    reissue: (callId: number) => void = write,
+  ): Promise<ResultFrame> {
     if (this.closedErr) return Promise.reject(this.closedErr);
+    if (this.freeze !== undefined && !passFreeze) {
+      // Frozen for a migration: the call runs after a thaw (an aborted migration), never at the source after
+      // a commit (the process is stopped; its successor at the destination carries on).
+      const f = this.freeze;
+      return new Promise((resolve, reject) => {
+        f.held.push(() => this.call(write, opts, recv).then(resolve, reject));
+        this.quiesced();
+      });
+    }
     const signal = opts?.signal;
     if (signal?.aborted) return Promise.reject(new DvsError('EABORTED', 'call aborted before it started'));
     const timeout = opts?.timeout;
@@ -513,7 +604,17 @@ export class Dvk {
     write(callId);
     this.conn.schedule();
     return new Promise((resolve, reject) => {
-      const p: Pending = { resolve, reject, timer: undefined, signal, onAbort: undefined, cancelled: false };
+      const p: Pending = {
+        resolve,
+        reject,
+        timer: undefined,
+        signal,
+        onAbort: undefined,
+        cancelled: false,
+        write: reissue,
+        recv,
+        parked: false,
+      };
       if (timeout !== undefined) p.timer = setTimeout(() => this.cancel(callId, 'ETIMEDOUT'), timeout);
       if (signal) {
         p.onAbort = () => this.cancel(callId, 'EABORTED');
@@ -567,6 +668,142 @@ export class Dvk {
     this.rpc.unsubscribe(sub);
   }
 
+  // DVK services of this process's DC (src/sdk/services.ts; they need a cluster store, else EUNAVAIL).
+
+  /** This DC's key/value space: get, put, delete, cas, list, watch (revisioned, linearizable). */
+  get kv(): KvClient {
+    this.kvClient ??= new KvClient(this);
+    return this.kvClient;
+  }
+
+  /** Take lock `name` (FIFO, fencing token); released on unlock, when this process exits or its node dies. */
+  lock(name: string, opts?: WaitOptions): Promise<Lock> {
+    return lock(this, name, opts);
+  }
+
+  /** Release lock `name` held with `token` (ENOTOWNER if this process does not hold it). */
+  unlock(name: string, token: number, opts?: CallOptions): Promise<void> {
+    return unlock(this, name, token, opts);
+  }
+
+  /** Campaign in election `name`; resolves once this process leads (with its term). */
+  campaign(name: string, opts?: WaitOptions): Promise<Leadership> {
+    return campaign(this, name, opts);
+  }
+
+  /** Follow election `name`: {leader, term} now and at every change. */
+  observe(name: string, opts?: StreamOptions): Stream<LeaderState> {
+    return observe(this, name, opts);
+  }
+
+  /** Propose `value` for consensus instance `instance`; resolves with the value decided. */
+  propose(instance: string, value: Uint8Array | string, opts?: CallOptions): Promise<Decision> {
+    return propose(this, instance, value, opts);
+  }
+
+  /** Up/down of every node as this node's links see them (detection time: the daemon's --dead-after-ms). */
+  watchNodes(opts?: StreamOptions): Stream<NodeEvent> {
+    return watchNodes(this, opts);
+  }
+
+  /** Up/down of endpoint `ep` of this DC (unbound, or its node down). */
+  watchEndpoint(ep: Endpoint, opts?: StreamOptions): Stream<EndpointEvent> {
+    return watchEndpoint(this, ep, opts);
+  }
+
+  /**
+   * Declare how this process's state moves when its endpoint migrates (`dvs migrate`). At the source the
+   * daemon freezes the process: new calls (and posts) wait, a receive in progress is parked, replies still
+   * go out; once the process waits on the SDK with nothing in progress and no request unanswered, `export()`
+   * runs and its bytes (with any posts received ahead and not read yet) go to the destination. There the
+   * same program is started; its onMigrate runs `import()` before it resolves with `{migrated: true}`. If the
+   * migration is rolled back, the source process simply continues. A process that never calls onMigrate is
+   * restarted at the destination without state.
+   */
+  async onMigrate(hooks: MigrationHooks, opts?: CallOptions): Promise<{ migrated: boolean }> {
+    const sub = this.rpc.subscribe((d) => void this.onMigrateCommand(d, hooks));
+    const r = (await this.service('migrate.hooks', { sub }, opts)) as { incoming?: boolean } | null;
+    if (r?.incoming !== true) return { migrated: false };
+    const got = (await this.service('migrate.import', {}, opts)) as {
+      state: Uint8Array | null;
+      ahead: Received[];
+    };
+    if (got.state !== null && hooks.import) await hooks.import(got.state);
+    // Posts the source had received ahead and not read come before anything received here.
+    if (got.ahead.length > 0) {
+      this.ahead = [...got.ahead, ...this.ahead.slice(this.aheadHead)];
+      this.aheadHead = 0;
+    }
+    return { migrated: true };
+  }
+
+  /** A command of the daemon's migration (freeze, then thaw on rollback; a commit stops the process). */
+  private async onMigrateCommand(d: unknown, hooks: MigrationHooks): Promise<void> {
+    const cmd = (d ?? {}) as { op?: string; id?: number };
+    if (cmd.op === 'thaw') {
+      this.thaw();
+      return;
+    }
+    if (cmd.op !== 'freeze' || typeof cmd.id !== 'number' || this.freeze !== undefined) return;
+    const id = cmd.id;
+    this.freeze = { id, held: [], parked: [] };
+    for (const [callId, p] of this.calls) {
+      if (p.recv && !p.cancelled) {
+        p.parked = true;
+        this.cancel(callId, 'EABORTED');
+      }
+    }
+    try {
+      await new Promise<void>((resolve) => {
+        this.quiet = resolve;
+        this.quiesced();
+      });
+      const state = await hooks.export();
+      if (!(state instanceof Uint8Array))
+        throw new DvsError('EINVAL', 'onMigrate export() must return a Uint8Array');
+      const ahead = this.ahead.slice(this.aheadHead);
+      await this.service('migrate.state', { id, state, ahead });
+    } catch (e) {
+      const err = DvsError.from(e);
+      await this.service('migrate.state', { id, error: err.toWire() }).catch(() => undefined);
+      this.thaw();
+    }
+  }
+
+  /** The freeze reached quiescence: the user waits on the SDK, nothing in progress, nothing owed. */
+  private quiesced(): void {
+    const f = this.freeze;
+    if (f === undefined || this.quiet === undefined) return;
+    if (this.calls.size > 0 || this.owed.size > 0 || f.held.length + f.parked.length === 0) return;
+    for (const w of this.windows.values()) if (w.head < w.queue.length) return;
+    const q = this.quiet;
+    this.quiet = undefined;
+    q();
+  }
+
+  /** End a freeze (the migration was rolled back): parked receives go out again, held calls run. */
+  private thaw(): void {
+    const f = this.freeze;
+    if (f === undefined) return;
+    this.freeze = undefined;
+    this.quiet = undefined;
+    for (const { p, write } of f.parked) {
+      const callId = this.allocCallId();
+      p.parked = false;
+      p.cancelled = false;
+      this.calls.set(callId, p);
+      write(callId);
+    }
+    for (const run of f.held) run();
+    this.conn.schedule();
+  }
+
+  /** Note a request taken (its client waits for our reply). */
+  private took(m: Received): Received {
+    if (m.kind === 'request') this.owed.add(m.source);
+    return m;
+  }
+
   /** @internal a frame from the daemon. */
   onFrame(f: ProcFrame): void {
     if (this.rpc.onFrame(f)) return;
@@ -579,7 +816,10 @@ export class Dvk {
         const p = this.settle(f.callId);
         if (p === undefined) throw new DvsError('EPROTO', `RESULT for unknown call ${f.callId}`);
         if (f.code === null) p.resolve(f);
-        else p.reject(new DvsError(f.code, f.message));
+        else if (p.parked && f.code === 'EABORTED' && this.freeze !== undefined) {
+          this.freeze.parked.push({ p, write: p.write });
+        } else p.reject(new DvsError(f.code, f.message));
+        if (this.freeze !== undefined) this.quiesced();
         return;
       }
       case 'credit':

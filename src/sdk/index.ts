@@ -15,3 +15,22 @@ export { AdminClient } from './admin.js';
 export type { CallOptions, ConnectOptions, Grant, OutMessage } from './client.js';
 export { connect, Dvk, RECEIVE_AHEAD } from './client.js';
 export type { ConnectTimeoutOptions } from './conn.js';
+export type {
+  CasResult,
+  Decision,
+  EndpointEvent,
+  KvEntry,
+  KvEvent,
+  KvFence,
+  KvWatch,
+  KvWriteOptions,
+  LeaderState,
+  Leadership,
+  Lock,
+  NodeEvent,
+  ServiceCaller,
+  Stream,
+  StreamOptions,
+  WaitOptions,
+} from './services.js';
+export { KvClient } from './services.js';

@@ -33,6 +33,8 @@ export interface ClusterOptions {
   /** Run with a cluster store: node i gets `--store stores[i]` (and `nodes` is `stores.length`). start() then waits
    *  until every node sees every other registered and linked. */
   stores?: string[];
+  /** Extra `dvs node start` arguments of node i (e.g. `--api 127.0.0.1:P`). */
+  nodeArgs?: (id: number) => string[];
 }
 
 /** Free loopback TCP ports (bound and released: a tiny race, acceptable on a test machine). */
@@ -106,6 +108,7 @@ export class TestCluster {
       ...opts,
       nodes: opts.stores?.length ?? opts.nodes ?? 3,
       stores: opts.stores ?? [],
+      nodeArgs: opts.nodeArgs ?? (() => []),
     };
     const dir = await mkdtemp(join(tmpdir(), 'dvs-it-'));
     const c = new TestCluster(dir, o);
@@ -159,6 +162,7 @@ export class TestCluster {
       join(n.dataDir, 'daemon.log'),
       '--log-level',
       'debug',
+      ...this.opts.nodeArgs(n.id),
     ];
     const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     n.proc = proc;

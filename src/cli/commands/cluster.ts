@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { newToken, writeTokenFile } from '../../api/auth.js';
 import type { ClusterNode } from '../../node/options.js';
 import { signalGroup } from '../../node/processes.js';
 import type { NodeStatus } from '../../protocol/admin.js';
@@ -22,6 +23,7 @@ import {
   writeClusterFile,
 } from '../cluster.js';
 import { type Ctx, dirHint, interruptSignal } from '../context.js';
+import { prepareClusterTls } from './ca.js';
 
 export interface UpOptions {
   nodes: number;
@@ -32,6 +34,8 @@ export interface UpOptions {
   logLevel?: string;
   /** `embedded` (node 0 hosts it, the others use `embedded:0`) or `etcd://...`; omitted: no store. */
   store?: string;
+  /** Mutual TLS on node links: a cluster CA in DIR/ca (made if missing) and a certificate per node. */
+  tls?: boolean;
 }
 
 export interface DownOptions {
@@ -122,7 +126,8 @@ export async function up(ctx: Ctx, opts: UpOptions): Promise<number> {
   }
 
   const n = opts.nodes;
-  const ports = await pickPorts(2 * n, opts.basePort);
+  // Links P.., metrics P+N.., REST API P+2N.. (every node serves the API and the dashboard).
+  const ports = await pickPorts(3 * n, opts.basePort);
   const nodes: ClusterNode[] = [];
   for (let i = 0; i < n; i++) {
     const dataDir = join(dir, `node${i}`);
@@ -134,6 +139,7 @@ export async function up(ctx: Ctx, opts: UpOptions): Promise<number> {
       metrics: `${LOOPBACK}:${ports[n + i]}`,
       dataDir,
       pid: 0,
+      api: `${LOOPBACK}:${ports[2 * n + i]}`,
     });
   }
   const cluster: ClusterFileOnDisk = {
@@ -143,6 +149,17 @@ export async function up(ctx: Ctx, opts: UpOptions): Promise<number> {
     ...(opts.store !== undefined ? { store: opts.store } : {}),
   };
   const peers = nodes.map((x) => `${x.id}=${x.address}`).join(',');
+  // A fresh API token per cluster, readable by the owner only; printed once below.
+  const token = newToken();
+  const tokenFile = apiTokenPath(dir);
+  await writeTokenFile(tokenFile, token);
+  const tlsDirs = opts.tls
+    ? await prepareClusterTls(
+        ctx,
+        dir,
+        nodes.map((x) => x.id),
+      )
+    : undefined;
   // Flags meant for this process (a test runner, an inspector) must not leak into the daemons.
   const execArgv = process.execArgv.filter((a) => !/^--(test|inspect|watch)/.test(a));
 
@@ -176,6 +193,11 @@ export async function up(ctx: Ctx, opts: UpOptions): Promise<number> {
           ...(opts.logLevel ? ['--log-level', opts.logLevel] : []),
           ...(n > 1 ? ['--peers', peers] : []),
           ...storeArgs(opts.store, node.id),
+          ...(tlsDirs ? ['--tls-dir', tlsDirs.get(node.id)!] : []),
+          '--api',
+          node.api!,
+          '--api-token-file',
+          tokenFile,
         ];
         const child = spawn(process.execPath, args, {
           detached: true,
@@ -201,7 +223,7 @@ export async function up(ctx: Ctx, opts: UpOptions): Promise<number> {
     throw e;
   }
 
-  printBanner(ctx, cluster);
+  printBanner(ctx, cluster, token);
   if (opts.detach || interrupt === undefined) return 0;
   try {
     out.note(out.colors.dim('Running in the foreground; press Ctrl-C to stop the cluster.'));
@@ -266,7 +288,12 @@ async function waitUntilUp(
   }
 }
 
-function printBanner(ctx: Ctx, cluster: ClusterFileOnDisk): void {
+/** DIR/api-token: the REST API bearer token of the local cluster (mode 0600). */
+export function apiTokenPath(dir: string): string {
+  return join(dir, 'api-token');
+}
+
+function printBanner(ctx: Ctx, cluster: ClusterFileOnDisk, token: string): void {
   const { out } = ctx;
   const c = out.colors;
   const d = dirHint(ctx);
@@ -275,12 +302,23 @@ function printBanner(ctx: Ctx, cluster: ClusterFileOnDisk): void {
     ['NODE', 'NAME', 'LINKS', 'METRICS', 'PID', 'SOCKET'],
     cluster.nodes.map((x) => [x.id, x.name, x.address, `http://${x.metrics}/metrics`, x.pid, x.socket]),
   );
+  const api = cluster.nodes[0]?.api;
+  if (api !== undefined) {
+    out.line('');
+    out.line(`REST API and dashboard on every node, e.g. http://${api}/ (dvs dashboard${d} prints a link)`);
+    out.line(`API token (shown once; kept in ${apiTokenPath(ctx.dir())}, mode 0600): ${token}`);
+  }
   out.line('');
   out.line(c.bold('Try next:'));
+  const kvTip: [string, string][] =
+    cluster.store === undefined
+      ? []
+      : [[`dvs kv put${d} greeting hello --dc demo`, "the DC's key/value space (also: dvs lock ls)"]];
   const tips: [string, string][] = [
     [`dvs dc create demo${d}`, 'a distributed container on every node'],
     [`dvs run${d} --dc demo --ep 100 --name echo -- node my-server.js`, 'a process bound to endpoint 100'],
     [`dvs ep ls${d} --dc demo`, 'the endpoint table'],
+    ...kvTip,
     [`dvs status${d}`, 'nodes and links'],
     [`dvs down${d}`, 'stop everything'],
   ];

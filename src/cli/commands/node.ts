@@ -3,6 +3,7 @@ import type { NodeOptions } from '../../node/options.js';
 import { storeFromSeed } from '../../node/store-spec.js';
 import type { PeerConfig } from '../../protocol/admin.js';
 import { dvsError } from '../../protocol/errors.js';
+import { tlsPathsIn } from '../../security/paths.js';
 import type { Ctx } from '../context.js';
 import { interruptSignal } from '../context.js';
 
@@ -25,6 +26,12 @@ export interface NodeStartOptions {
    * this node then uses it (`embedded:<that node's id>`, found in `peers`) instead of hosting one.
    */
   seed?: string;
+  /** Mutual TLS on node links with DIR/ca.crt, DIR/node.crt, DIR/node.key (written by dvs node join). */
+  tlsDir?: string;
+  /** REST API and dashboard address (docs/api.md). */
+  api?: string;
+  apiTokenFile?: string;
+  apiInsecureLoopback?: boolean;
 }
 
 /** Builds the daemon's options from the command line (pure; exported for tests). EINVAL for a bad --seed. */
@@ -44,6 +51,10 @@ export function nodeOptionsOf(o: NodeStartOptions): NodeOptions {
     ...(o.logLevel !== undefined ? { logLevel: o.logLevel } : {}),
     ...(o.logFile !== undefined ? { logFile: o.logFile } : {}),
     ...(store !== undefined ? { store } : {}),
+    ...(o.tlsDir !== undefined ? { tls: tlsPathsIn(o.tlsDir) } : {}),
+    ...(o.api !== undefined ? { api: o.api } : {}),
+    ...(o.apiTokenFile !== undefined ? { apiTokenFile: o.apiTokenFile } : {}),
+    ...(o.apiInsecureLoopback ? { apiInsecureLoopback: true } : {}),
   };
 }
 

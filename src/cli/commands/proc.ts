@@ -1,12 +1,23 @@
-/** `dvs run`, `dvs logs`, `dvs kill` and `dvs ep ls`: processes and endpoints of a DC. */
+/**
+ * `dvs run`, `dvs logs`, `dvs kill`, `dvs ps`, `dvs exec`, `dvs ep ls` and `dvs node status`: processes and
+ * endpoints of a DC, and the containers they run in.
+ */
 import { ANY, type DcConfig, type EndpointInfo } from '../../kernel/types.js';
 import type { ClusterNode } from '../../node/options.js';
-import type { ProcessInfo } from '../../protocol/admin.js';
+import type { NodeStatus, ProcessInfo } from '../../protocol/admin.js';
 import { dvsError } from '../../protocol/errors.js';
 import { type ClusterFileOnDisk, callEach, callNode, nodeById, requireCluster, sleep } from '../cluster.js';
 import { type Ctx, interruptSignal } from '../context.js';
 import { exitCodeOf } from '../parse.js';
-import { findDc } from './dc.js';
+import { findDc, onEachNode, onNode } from './dc.js';
+
+/** How a process ended, in words: `exit code 3`, `killed by SIGTERM`, `killed: out of memory at 256M`. */
+export function exitText(exit: ProcessInfo['exit']): string {
+  if (exit === null) return 'running';
+  if (exit.reason !== undefined) return exit.reason;
+  if (exit.oomKilled) return 'killed: out of memory';
+  return exit.signal ? `killed by ${exit.signal}` : `exit code ${exit.code}`;
+}
 
 const POLL_MS = 100;
 const LOG_CHUNK = 256 * 1024;
@@ -49,6 +60,8 @@ export async function run(ctx: Ctx, cmd: string[], opts: RunOptions): Promise<nu
   if (!opts.wait) return 0;
   const exit = await streamLog(ctx, node, dc, info.ep, true);
   if (exit === undefined) return 130;
+  // Why it ended when that is not the program's own doing (the OOM killer at the DC's limit).
+  if (exit.exit?.oomKilled) ctx.out.note(`dvs: ${exitText(exit.exit)}`);
   if (opts.json)
     ctx.out.json({ dc: dc.name, dcId: dc.id, ep: info.ep, node: info.node, pid: info.pid, exit: exit.exit });
   return exitCodeOf(exit.exit);
@@ -117,7 +130,8 @@ export async function logs(
   const cluster = await requireCluster(ctx.dir());
   const dc = await findDc(cluster, opts.dc);
   const { node } = await findProcess(cluster, dc, opts.ep);
-  await streamLog(ctx, node, dc, opts.ep, opts.follow);
+  const end = await streamLog(ctx, node, dc, opts.ep, opts.follow);
+  if (end?.exit?.oomKilled) ctx.out.note(`dvs: ${exitText(end.exit)}`);
   return 0;
 }
 
@@ -139,12 +153,7 @@ export async function kill(
   );
   if (opts.json) ctx.out.json(done);
   else {
-    const how =
-      done.exit === null
-        ? 'still running'
-        : done.exit.signal
-          ? `killed by ${done.exit.signal}`
-          : `exit code ${done.exit.code}`;
+    const how = done.exit === null ? 'still running' : exitText(done.exit);
     ctx.out.line(`endpoint ${done.ep} of DC '${dc.name}' on node ${done.node} (pid ${done.pid}): ${how}`);
   }
   return 0;
@@ -214,5 +223,107 @@ export async function epList(ctx: Ctx, opts: { dc: string | number; json: boolea
       r.counters.copyBytes,
     ]),
   );
+  return 0;
+}
+
+/** `dvs ps [--dc D]`: the processes `dvs run` started, on every node (running and recently exited). */
+export async function ps(ctx: Ctx, opts: { dc?: string | number; json: boolean }): Promise<number> {
+  const cluster = await requireCluster(ctx.dir());
+  const dc = opts.dc === undefined ? undefined : await findDc(cluster, opts.dc);
+  const nodes = cluster.nodes.filter((n) => dc === undefined || dc.nodes.includes(n.id));
+  const answers = await callEach(nodes, 'proc.list', dc === undefined ? {} : { dc: dc.id });
+  const rows = answers.flatMap((a) => (a.ok ? a.value : []));
+  rows.sort((a, b) => a.dc - b.dc || a.ep - b.ep || a.startedAt - b.startedAt);
+  if (opts.json) {
+    ctx.out.json({ processes: rows, unreachable: answers.filter((a) => !a.ok).map((a) => a.node.id) });
+    return 0;
+  }
+  if (rows.length === 0) ctx.out.line('no processes (start one with: dvs run --dc DC --ep N -- CMD)');
+  else {
+    ctx.out.table(
+      ['DC', 'EP', 'NAME', 'NODE', 'PID', 'CPID', 'STATE', 'COMMAND'],
+      rows.map((p) => [
+        p.dcName,
+        p.ep,
+        p.name,
+        p.node,
+        p.pid,
+        p.containerPid ?? '-',
+        exitText(p.exit),
+        p.cmd.join(' '),
+      ]),
+    );
+  }
+  for (const a of answers) {
+    if (!a.ok) ctx.out.note(ctx.out.colors.yellow(`warning: node ${a.node.id} is not answering`));
+  }
+  return 0;
+}
+
+/**
+ * `dvs exec --dc D [--node N] -- CMD`: runs CMD in the DC's container on node N (default: the DC's lowest
+ * node), through whichever node answers (node.call). Prints its output; exits with its exit code.
+ */
+export async function exec(
+  ctx: Ctx,
+  cmd: string[],
+  opts: { dc: string | number; node?: number; timeoutMs: number; json: boolean },
+): Promise<number> {
+  if (cmd.length === 0)
+    throw dvsError('EINVAL', 'no command given (put it after --, e.g. dvs exec --dc D -- ps)');
+  const cluster = await requireCluster(ctx.dir());
+  const dc = await findDc(cluster, opts.dc);
+  const nodeId = opts.node ?? Math.min(...dc.nodes);
+  if (!dc.nodes.includes(nodeId)) {
+    throw dvsError(
+      'EINVAL',
+      `DC '${dc.name}' does not span node ${nodeId} (its nodes: ${dc.nodes.join(',')})`,
+    );
+  }
+  nodeById(cluster, nodeId);
+  const r = await onNode(
+    cluster,
+    nodeId,
+    'proc.exec',
+    { dc: dc.id, cmd, timeoutMs: opts.timeoutMs, cwd: '/' },
+    opts.timeoutMs + 5000,
+  );
+  if (opts.json) {
+    ctx.out.json({ dc: dc.name, dcId: dc.id, node: nodeId, ...r });
+    return 0;
+  }
+  ctx.out.io.stdout.write(r.stdout);
+  ctx.out.io.stderr.write(r.stderr);
+  if (r.oomKilled) ctx.out.note('dvs: killed: out of memory');
+  return exitCodeOf(r);
+}
+
+/** `dvs node status [--node N]`: one node's status, with how it isolates DC processes. */
+export async function nodeStatus(ctx: Ctx, opts: { node?: number; json: boolean }): Promise<number> {
+  const cluster = await requireCluster(ctx.dir());
+  const ids = opts.node === undefined ? cluster.nodes.map((n) => n.id) : [nodeById(cluster, opts.node).id];
+  const answers = await onEachNode(cluster, ids, 'status', {});
+  const rows: NodeStatus[] = answers.flatMap((a) => (a.ok ? [a.value] : []));
+  if (opts.json) {
+    ctx.out.json({ nodes: rows, unreachable: answers.filter((a) => !a.ok).map((a) => a.node.id) });
+    return 0;
+  }
+  ctx.out.table(
+    ['NODE', 'NAME', 'ADDRESS', 'DCS', 'ENDPOINTS', 'ISOLATION', 'CGROUPS', 'DC LAN', 'WHY'],
+    rows.map((st) => [
+      st.id,
+      st.name,
+      st.address,
+      st.dcs,
+      st.endpoints,
+      st.isolation?.mode ?? '?',
+      st.isolation?.cgroup ?? '?',
+      st.isolation ? (st.isolation.lan ? 'yes' : 'no') : '?',
+      st.isolation?.reason ?? '',
+    ]),
+  );
+  for (const a of answers) {
+    if (!a.ok) ctx.out.note(ctx.out.colors.yellow(`warning: node ${a.node.id}: ${a.error.message}`));
+  }
   return 0;
 }

@@ -543,9 +543,14 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
     this.replies.delete(node);
     for (const dc of this.dcs.values()) {
       if (!dc.nodes.has(node)) continue;
-      for (const e of dc.eps.values()) {
+      for (const e of [...dc.eps.values()]) {
         if (!e.isLocal) {
           if (e.node !== node) continue;
+          if (e.forgotten && e.kind === 'remote') {
+            // The directory already said it is gone; only the live link kept it.
+            this.unbindRemote(e);
+            continue;
+          }
           e.nodeDown = true;
           // Its queued sends here are dropped (posts stay: they were accepted) and its requests forgotten.
           this.releaseRemote(e);
@@ -767,8 +772,12 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
   forgetRemote(_now: number, dcId: DcId, ep: Endpoint, node: NodeId): void {
     // While the link to `node` is up its own bind/unbind/sync frames are authoritative: the store's entry
     // may vanish only because the node lost its lease (a partition) while the endpoint lives on, and the
-    // store's view arrives later than the link's after a heal.
-    if (this.up.has(node)) return;
+    // store's view arrives later than the link's after a heal. If the node does go down, the entry goes too.
+    if (this.up.has(node)) {
+      const e = this.dcs.get(dcId)?.eps.get(ep);
+      if (e !== undefined && !e.isLocal && e.node === node) e.forgotten = true;
+      return;
+    }
     const dc = this.dcs.get(dcId);
     const e = dc?.eps.get(ep);
     if (dc === undefined || e === undefined || e.isLocal || e.node !== node) return;
@@ -1929,6 +1938,7 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
     }
     e.name = desc.name;
     e.nodeDown = false;
+    e.forgotten = false;
   }
 
   private broadcastBind(e: Ep): void {

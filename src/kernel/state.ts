@@ -61,6 +61,8 @@ export class Ep {
   nodeDown = false;
   /** Local entry reserved by migrateIn and not announced yet (migrateActivate). */
   migrating = false;
+  /** Remote entry the directory dropped while its node's link was up: removed if that node goes down. */
+  forgotten = false;
 
   /** Messages queued to this (local) endpoint, one FIFO for every kind. */
   readonly inbox = new Inbox();

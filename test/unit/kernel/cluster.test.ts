@@ -82,6 +82,23 @@ describe('kernel: learnRemote / forgetRemote', () => {
     b.call(3, { op: 'receive', src: ANY, nowait: true });
     net.run();
     assert.equal(a.code(1, send), 'ok');
+    // If the node then does go down, what the directory dropped goes with it (not left as NODEDOWN).
+    a.kernel.nodeDown(net.now, 2);
+    assert.deepEqual(rows(net, 1), [[101, 1, 'self']]);
+  });
+
+  it('a forgotten entry that its node announces again (sync after a heal) is kept when the node goes down', () => {
+    const net = new Net([1, 2]);
+    net.dc(1);
+    net.connect();
+    const [a, b] = [net.n(1), net.n(2)];
+    b.attach(3, 1, 201);
+    net.run();
+    a.kernel.forgetRemote(net.now, 1, 201, 2);
+    a.kernel.nodeUp(net.now, 2); // asks node 2 for its list: 201 is re-learned
+    net.run();
+    a.kernel.nodeDown(net.now, 2);
+    assert.deepEqual(rows(net, 1), [[201, 2, 'remote']]);
   });
 
   it('forgetRemote removes what the directory taught about a node whose link is not up, once', () => {

@@ -16,6 +16,7 @@ import type {
   AdminMethod,
   AdminMethods,
   LinkInfo,
+  MigrationResult,
   NodeEvent,
   NodeStatus,
   ProcessInfo,
@@ -514,6 +515,18 @@ export class ClusterOps {
       signal,
       graceMs + 10_000,
     );
+  }
+
+  /** Live-migrate the endpoint `ep` (and its process) to node `to` (src/node/migration.ts). */
+  async migrate(dc: DcRow, ep: number, to: NodeId, signal: AbortSignal): Promise<MigrationResult> {
+    const p = await this.findProcess(dc, ep, signal);
+    if (p.exit !== null) {
+      throw dvsError('ENOENT', `the process at endpoint ${ep} of DC '${dc.name}' already exited`, {
+        dc: dc.id,
+        ep,
+      });
+    }
+    return this.callOn(p.node, 'proc.migrate', { dc: dc.id, ep, to }, signal, 60_000);
   }
 
   /** Read a process's output log where it runs. */

@@ -13,6 +13,7 @@
  * | GET | /dcs/{dc}/endpoints | `dvs ep ls` |
  * | GET, POST | /dcs/{dc}/processes | processes of the DC; `dvs run` |
  * | POST | /dcs/{dc}/processes/{ep}/kill | `dvs kill` |
+ * | POST | /dcs/{dc}/processes/{ep}/migrate | `dvs migrate` |
  * | GET | /dcs/{dc}/processes/{ep}/logs | `dvs logs` |
  * | GET | /processes | every process |
  * | GET | /events, /events/stream | `dvs events`, `dvs events --follow` (SSE) |
@@ -38,6 +39,7 @@ import {
   EventsQuery,
   KillBody,
   LogsQuery,
+  MigrateBody,
   NodeParams,
   ProcessesQuery,
   RunBody,
@@ -220,6 +222,23 @@ export function registerRoutes(app: App, ctx: RouteContext): void {
     async (req) => {
       const signal = clientSignal(req);
       return ops.kill(await ops.dc(req.params.dc, signal), req.params.ep, req.body ?? {}, signal);
+    },
+  );
+
+  doc({
+    method: 'POST',
+    url: `${P}/dcs/:dc/processes/:ep/migrate`,
+    summary: 'Live-migrate an endpoint and its process to another node of the DC (freeze time in the result)',
+    tag: 'processes',
+    params: DcEpParams,
+    body: MigrateBody,
+  });
+  app.post(
+    `${P}/dcs/:dc/processes/:ep/migrate`,
+    { schema: { params: DcEpParams, body: MigrateBody } },
+    async (req) => {
+      const signal = clientSignal(req);
+      return ops.migrate(await ops.dc(req.params.dc, signal), req.params.ep, req.body.to, signal);
     },
   );
 

@@ -78,6 +78,8 @@ export const KillBody = Type.Object(
   strict,
 );
 
+export const MigrateBody = Type.Object({ to: NodeIdSchema }, strict);
+
 export const LogsQuery = Type.Object(
   {
     offset: Type.Optional(Type.Integer({ minimum: 0 })),

@@ -170,6 +170,22 @@ describe('REST API (inject, fake admin)', () => {
       headers: auth,
     });
     assert.deepEqual(logs.json(), { node: 1, data: 'hello\n', offset: 6, running: false });
+    const bad = await app.inject({
+      method: 'POST',
+      url: '/api/v1/dcs/demo/processes/100/migrate',
+      headers: auth,
+      payload: { to: 'one' },
+    });
+    assert.equal(bad.statusCode, 400, bad.body);
+    const moved = await app.inject({
+      method: 'POST',
+      url: '/api/v1/dcs/demo/processes/100/migrate',
+      headers: auth,
+      payload: { to: 0 },
+    });
+    assert.equal(moved.statusCode, 200, moved.body);
+    assert.deepEqual([moved.json().from, moved.json().to], [1, 0]);
+    assert.ok(s.n1.calls.some((c) => c.method === 'proc.migrate' && (c.params as { to: number }).to === 0));
     const kill = await app.inject({
       method: 'POST',
       url: '/api/v1/dcs/demo/processes/100/kill',

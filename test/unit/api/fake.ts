@@ -121,6 +121,21 @@ export class FakeNode implements AdminCaller {
         info.exit = { code: null, signal: (p.signal as string | undefined) ?? 'SIGTERM', at: Date.now() };
         return info;
       }
+      case 'proc.migrate': {
+        const info = this.procs.find((x) => x.ep === p.ep && x.exit === null);
+        if (!info) throw dvsError('ENOENT', 'no process');
+        return {
+          dc: info.dc,
+          ep: info.ep,
+          from: this.id,
+          to: p.to as number,
+          pid: { from: info.pid, to: info.pid + 1 },
+          stateful: true,
+          stateBytes: 8,
+          freezeMs: 3,
+          totalMs: 40,
+        };
+      }
       case 'proc.list':
         return this.procs.filter((x) => p.dc === undefined || x.dc === p.dc);
       case 'logs.read':

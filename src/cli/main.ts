@@ -14,6 +14,7 @@ import { api, dashboard, events } from './commands/api.js';
 import { caInit, caToken, durationArg, ipListArg, nameListArg, nodeJoin } from './commands/ca.js';
 import { down, up } from './commands/cluster.js';
 import { dcCreate, dcFreeze, dcList, dcNodes, dcRemove, dcSet, dcShow, dcStats } from './commands/dc.js';
+import { migrate } from './commands/migrate.js';
 import { nodeStart } from './commands/node.js';
 import { epList, exec, kill, logs, nodeStatus, ps, run } from './commands/proc.js';
 import { status } from './commands/status.js';
@@ -423,6 +424,25 @@ export function buildProgram(io: Io, result: { code: number }): Command {
       examples(['dvs kill --dc demo --ep 100', 'dvs kill --dc demo --ep 100 --signal INT']),
     )
     .action((o) => act(kill(ctx, { dc: o.dc, ep: o.ep, signal: o.signal, graceMs: o.grace, json: o.json })));
+
+  program
+    .command('migrate')
+    .description(
+      'live-migrate an endpoint and its process to another node of its DC (nothing queued is lost)',
+    )
+    .requiredOption('--dc <NAME>', 'DC name or id', dcRefArg)
+    .requiredOption('--ep <N>', 'endpoint number', epArg)
+    .requiredOption('--to <ID>', 'destination node', nodeIdArg)
+    .option('--json', 'print the result (freeze time, pids, state size) as JSON', false)
+    .addHelpText(
+      'after',
+      `
+The process must have been started with dvs run. A process that declares dvk.onMigrate({export, import})
+keeps its state (examples/counter-server.js); one that does not is restarted at the destination without it.
+Senders never see an error: messages queued for the endpoint follow it, calls in progress finish first.
+${examples(['dvs migrate --dc demo --ep 100 --to 1', 'dvs migrate --dc demo --ep 100 --to 2 --json'])}`,
+    )
+    .action((o) => act(migrate(ctx, { dc: o.dc, ep: o.ep, to: o.to, json: o.json })));
 
   program
     .command('ps')

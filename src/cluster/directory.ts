@@ -402,6 +402,8 @@ export class Directory {
         change = { type: 'unbind', dc: at.dc, ep: at.ep, prev };
       } else {
         const entry = this.entry(ev.kv, ev.value);
+        // Moved away from this node (a migration committed by the destination): no longer ours to re-assert.
+        if (ev.value.node !== this.nodeId) this.owned.delete(ev.key);
         if (ev.prev !== undefined && sameRecord(ev.prev, ev.value)) continue; // re-asserted as it was
         change =
           ev.prev !== undefined && ev.prev.node !== ev.value.node

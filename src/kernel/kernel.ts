@@ -636,7 +636,9 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
       }
       if (carry.wokenUp === true) this.wake(e);
     }
-    this.broadcastBind(e);
+    // Announced to the peers only: the directory entry is moved by the daemon (Directory.move), not bound
+    // anew (it exists, at the source).
+    this.broadcast(dc, { t: 'bind', dc: dc.cfg.id, ep: e.ep, kind: e.kind, name: e.name, pid: e.pid });
   }
 
   migrateAbort(_now: number, dcId: DcId, ep: Endpoint, back: NodeId): void {

@@ -359,7 +359,8 @@ export interface MigrationCarry {
  *    (sends, requests and posts alike), frames arriving later are bounced the same way, notifications are
  *    forwarded. Refused (EBUSY) while its process is inside a call, serving a request or copying: a sendrec
  *    in progress is never split.
- * 3. D `migrateActivate`: the endpoint is announced at D (peers re-point; their EMOVED replays go here).
+ * 3. D `migrateActivate`: the endpoint is announced at D (peers re-point; their EMOVED replays go here). The
+ *    onLocalBind hook is not called: the daemon moves the directory entry itself.
  * `migrateAbort` at D undoes step 1 (before S committed): what queued there goes back to S.
  */
 export interface KernelMigrationApi {

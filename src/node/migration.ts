@@ -397,21 +397,20 @@ export class Migrations {
     if (inc === undefined || inc.from !== from) throw dvsError('EINVAL', 'migrate.commit: nothing prepared');
     if (inc.committed) return { ok: true };
     inc.committed = true;
-    const cfg = this.o.kernel.findDc(o.dc);
-    const cluster = this.o.cluster();
-    if (cluster !== undefined && cfg !== undefined) {
-      const row = this.o.kernel.endpoints(o.dc).find((e) => e.ep === o.ep);
-      // Before the announcement: the kernel's bind hook then finds the entry already here. A store that
-      // cannot be written must not strand the endpoint: the links announce it anyway.
-      await cluster
-        .moveEndpoint(o.dc, o.ep, from, this.o.nodeId, inc.pid, row?.name ?? `ep${o.ep}`)
-        .catch((e: unknown) => this.log.error({ dc: o.dc, ep: o.ep, err: e }, 'directory move failed'));
-    }
     const carry: MigrationCarry = {
       notes: Array.isArray(o.carry?.notes) ? o.carry.notes : [],
       wokenUp: o.carry?.wokenUp === true,
     };
     this.o.kernel.migrateActivate(Date.now(), o.dc, o.ep, carry);
+    // The store's directory follows after the announcement (the kernels already know from the bind frame;
+    // the store is not on the IPC path), so the freeze does not wait for a consensus write.
+    const cluster = this.o.cluster();
+    if (cluster !== undefined) {
+      const row = this.o.kernel.endpoints(o.dc).find((e) => e.ep === o.ep);
+      void cluster
+        .moveEndpoint(o.dc, o.ep, from, this.o.nodeId, inc.pid, row?.name ?? `ep${o.ep}`)
+        .catch((e: unknown) => this.log.error({ dc: o.dc, ep: o.ep, err: e }, 'directory move failed'));
+    }
     // Kept until the new process imports (it may not have asked yet); a process without hooks never asks.
     const k2 = key(o.dc, o.ep);
     setTimeout(() => {

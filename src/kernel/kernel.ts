@@ -40,6 +40,7 @@ import {
   type KernelClusterApi,
   type KernelIO,
   type KernelMigrationApi,
+  type KernelReplicationApi,
   MAX_ENDPOINT,
   MAX_PAYLOAD_LIMIT,
   type MigrationCarry,
@@ -93,7 +94,7 @@ function fail(code: ErrorCode, message?: string): CallResult {
  * k.attach(now, proc, 1, 100, { pid: 4242 });
  * k.call(now, proc, 1, { op: 'receive', src: ANY, nowait: false });
  */
-export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
+export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi, KernelReplicationApi {
   readonly nodeId: NodeId;
   private readonly io: KernelIO;
   private readonly dcs = new Map<DcId, DcState>();
@@ -108,6 +109,11 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
   private readonly replies = new Map<NodeId, Map<number, PendingCall>>();
   private nextOp = 1;
   private readonly copy: CopyEngine;
+  /**
+   * Node-wide counters (monotonic) for metrics: operations bounced with EMOVED (to a stale sender, or
+   * forwarded out of a migrating endpoint's inbox), operations replayed after an EMOVED, migrations.
+   */
+  readonly stats = { emovedBounces: 0, emovedReplays: 0, migrationsOut: 0, migrationsIn: 0 };
 
   constructor(opts: KernelOptions) {
     this.nodeId = opts.nodeId;
@@ -537,7 +543,12 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
     this.up.delete(node);
     this.down.add(node);
     const why = `node ${node} is down`;
-    for (const c of this.ops.values()) if (c.node === node) this.finish(c, fail('ENOTCONN', why));
+    for (const c of [...this.ops.values()]) {
+      if (c.node !== node) continue;
+      // A replicated destination's callers wait for its new primary instead of failing.
+      if (c.state === St.Remote && c.ep.dc.replicated.has(c.peer)) this.failoverCall(c, node);
+      else this.finish(c, fail('ENOTCONN', why));
+    }
     const rs = this.replies.get(node);
     if (rs !== undefined) for (const c of rs.values()) this.finish(c, fail('ENOTCONN', why));
     this.replies.delete(node);
@@ -554,6 +565,7 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
           e.nodeDown = true;
           // Its queued sends here are dropped (posts stay: they were accepted) and its requests forgotten.
           this.releaseRemote(e);
+          if (dc.replicated.has(e.ep)) this.startFailover(dc, e.ep);
           continue;
         }
         const r = e.recv;
@@ -620,6 +632,7 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
     if (e.copies > 0) throw dvsError('EBUSY', `endpoint ${ep} takes part in a vcopy`);
     const carry: MigrationCarry = { notes: [...(e.notes ?? [])], wokenUp: e.wokenUp };
     this.evacuate(e, to);
+    this.stats.migrationsOut++;
     return carry;
   }
 
@@ -630,6 +643,7 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
       throw dvsError('EINVAL', `endpoint ${ep} is not arriving here by migration`, { dc: dcId, ep });
     }
     e.migrating = false;
+    this.stats.migrationsIn++;
     if (carry !== undefined) {
       for (const [src, ts] of carry.notes) {
         if (isEp(src) && typeof ts === 'number') this.raiseNote(e, src, ts);
@@ -723,6 +737,7 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
           payload: m.payload,
         });
       } else if (m.kind === 'post') {
+        this.stats.emovedBounces++;
         this.io.toNode(m.node, {
           t: 'postFail',
           dc: id,
@@ -737,6 +752,7 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
       } else {
         const s = dc.eps.get(m.src);
         if (s !== undefined && !s.isLocal) s.sendTo = NONE;
+        this.stats.emovedBounces++;
         this.io.toNode(m.node, {
           t: 'ack',
           dc: id,
@@ -753,6 +769,170 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
         if (pin.owed > 0) this.credit(e, src, this.srcNode(dc, src), pin.owed);
       }
     }
+  }
+
+  // ───────────────────────────── replication ─────────────────────────────
+
+  setReplicated(_now: number, dcId: DcId, ep: Endpoint, on: boolean): void {
+    const dc = this.needDc(dcId);
+    if (!isEp(ep)) throw dvsError('EINVAL', `bad endpoint ${ep}`);
+    if (on) {
+      dc.replicated.add(ep);
+      return;
+    }
+    dc.replicated.delete(ep);
+    const held = dc.failover.get(ep);
+    dc.failover.delete(ep);
+    // No successor will come: the callers learn that their destination died.
+    for (const c of held ?? []) this.finish(c, fail('EDSTDIED', `endpoint ${ep} lost its primary`));
+  }
+
+  promote(_now: number, dcId: DcId, ep: Endpoint): void {
+    const dc = this.needDc(dcId);
+    const e = dc.eps.get(ep);
+    if (e === undefined || e.kind !== 'backup' || e.proc === null) {
+      throw dvsError('EINVAL', `endpoint ${ep} has no backup process attached here`, { dc: dcId, ep });
+    }
+    const old = e.node;
+    this.releaseRemote(e);
+    e.kind = 'local';
+    e.node = this.nodeId;
+    e.nodeDown = false;
+    e.forgotten = false;
+    e.waitBind = false;
+    e.postOut = null;
+    e.postAt = null;
+    this.broadcastBind(e);
+    // Local callers' operations still addressed to the old primary come here (its death may not have
+    // reached us), then everything held.
+    for (const c of [...this.ops.values()]) {
+      if (c.ep.dc === dc && c.peer === ep && c.node === old && c.state === St.Remote) {
+        this.failoverCall(c, old);
+      }
+    }
+    this.endFailover(dc, ep);
+  }
+
+  /** Replicated `ep` has no known primary: new calls to it are held (see doSend). */
+  private startFailover(dc: DcState, ep: Endpoint): void {
+    if (!dc.failover.has(ep)) dc.failover.set(ep, []);
+  }
+
+  /** A successor of replicated `ep` is known: replay the held calls there. */
+  private endFailover(dc: DcState, ep: Endpoint): void {
+    const held = dc.failover.get(ep);
+    if (held === undefined) return;
+    dc.failover.delete(ep);
+    for (const c of held) this.redirect(c, NONE);
+  }
+
+  /**
+   * Replicated remote entry `e` lost its primary (unbind frame, missing from a sync, directory, DC change):
+   * the entry goes (a backup entry stays, pointing at the dead primary until a successor is learned) and
+   * the calls sent to it wait for the successor.
+   */
+  private primaryGone(e: Ep): void {
+    const dc = e.dc;
+    const node = e.node;
+    this.releaseRemote(e);
+    if (e.kind !== 'backup') dc.eps.delete(e.ep);
+    this.startFailover(dc, e.ep);
+    for (const c of [...this.ops.values()]) {
+      if (c.ep.dc === dc && c.peer === e.ep && c.node === node && c.state === St.Remote) {
+        this.failoverCall(c, node);
+      }
+    }
+  }
+
+  /**
+   * Local caller `c` (a send or request to a replicated endpoint) lost its destination at node `from` (NONE:
+   * this node): detach it from where it waited and send it to the current primary, or hold it.
+   */
+  private failoverCall(c: PendingCall, from: NodeId): void {
+    const e = c.ep;
+    switch (c.state) {
+      case St.Remote:
+        this.ops.delete(c.rop);
+        break;
+      case St.Queued: {
+        const m = c.msg;
+        if (m !== null) {
+          // Replayed with what it carried (the message is dropped from the dead endpoint's inbox).
+          c.type = m.type;
+          c.payload = m.payload;
+          if (!m.gone) c.target?.inbox.remove(m);
+        }
+        c.msg = null;
+        c.target = null;
+        break;
+      }
+      case St.WaitReply:
+        e.dc.eps.get(e.replyFrom)?.serving?.delete(e.ep);
+        e.replyFrom = NONE;
+        break;
+      default:
+        return;
+    }
+    this.redirect(c, from);
+  }
+
+  /**
+   * Send call `c` (detached from any wait) to where its destination lives now (not node `avoid`, which lost
+   * it): queued locally, re-sent as a fresh remote operation, or held until a primary is known.
+   */
+  private redirect(c: PendingCall, avoid: NodeId): void {
+    const e = c.ep;
+    const dc = e.dc;
+    const d = dc.eps.get(c.peer);
+    e.sendTo = c.peer;
+    if (d !== undefined && d.isLocal && !dc.failover.has(c.peer)) {
+      c.state = St.Queued;
+      c.node = NONE;
+      c.rop = 0;
+      const m = new Msg(e.ep, c.kind, c.type, c.payload, c, NONE, 0);
+      if (this.canTake(d, m)) {
+        e.sendTo = NONE;
+        this.handOver(0, d, m);
+        return;
+      }
+      c.msg = m;
+      c.target = d;
+      d.inbox.push(m);
+      return;
+    }
+    if (
+      d !== undefined &&
+      !d.isLocal &&
+      d.node !== avoid &&
+      !d.nodeDown &&
+      !this.down.has(d.node) &&
+      !dc.failover.has(c.peer)
+    ) {
+      c.state = St.Remote;
+      c.node = d.node;
+      c.rop = this.nextOp++;
+      this.ops.set(c.rop, c);
+      this.io.toNode(d.node, {
+        t: 'msg',
+        dc: dc.cfg.id,
+        src: e.ep,
+        dst: c.peer,
+        kind: c.kind,
+        op: c.rop,
+        type: c.type,
+        payload: c.payload,
+      });
+      return;
+    }
+    c.state = St.Held;
+    c.node = NONE;
+    c.rop = 0;
+    let held = dc.failover.get(c.peer);
+    if (held === undefined) {
+      held = [];
+      dc.failover.set(c.peer, held);
+    }
+    held.push(c);
   }
 
   // ───────────────────────────── directory ─────────────────────────────
@@ -922,6 +1102,16 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
       return;
     }
     const d = dc.eps.get(dst);
+    if (dc.failover.has(dst) && (d === undefined || !d.isLocal)) {
+      // A replicated endpoint between primaries: wait for the new one (released by learn or promote).
+      const held = new PendingCall(p, callId, e, kind === 'send' ? 'send' : 'sendrec', St.Held, dst);
+      held.kind = kind;
+      held.type = type;
+      held.payload = payload;
+      this.register(held);
+      this.redirect(held, NONE);
+      return;
+    }
     if (d === undefined) {
       this.io.complete(p.id, callId, fail('ENOTBOUND', `endpoint ${dst} not bound`));
       return;
@@ -933,6 +1123,11 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
     }
     const call = new PendingCall(p, callId, e, kind === 'send' ? 'send' : 'sendrec', St.Remote, dst);
     call.kind = kind;
+    if (dc.replicated.has(dst)) {
+      // Kept for a replay at a new primary (a request the old one took is sent again).
+      call.type = type;
+      call.payload = payload;
+    }
     if (remote) {
       if (reachesCaller(dc, dst, e.ep)) {
         this.io.complete(p.id, callId, fail('EDEADLK'));
@@ -1210,6 +1405,13 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
       case St.Copy:
         this.copy.dropCall(call);
         break;
+      case St.Held: {
+        const held = e.dc.failover.get(call.peer);
+        const i = held === undefined ? -1 : held.indexOf(call);
+        if (i >= 0) held!.splice(i, 1);
+        e.sendTo = NONE;
+        break;
+      }
     }
     return true;
   }
@@ -1398,6 +1600,10 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
     }
     dc.eps.delete(e.ep);
     this.copy.epGone(e);
+    // A replicated primary's local callers wait for its successor; remote ones learn EDSTDIED below and
+    // their kernels hold them the same way.
+    const replicated = dc.replicated.has(e.ep);
+    if (replicated) this.startFailover(dc, e.ep);
     // Messages queued to it: senders learn it died; posts are reported per sender.
     let failedPosts: Map<string, { node: NodeId; src: Endpoint; n: number }> | null = null;
     for (const m of e.inbox.list()) {
@@ -1409,7 +1615,8 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
         if (f === undefined) failedPosts.set(key, { node: m.node, src: m.src, n: 1 });
         else f.n++;
       } else if (m.call !== null) {
-        this.finish(m.call, fail('EDSTDIED', `endpoint ${e.ep} died`));
+        if (replicated) this.failoverCall(m.call, NONE);
+        else this.finish(m.call, fail('EDSTDIED', `endpoint ${e.ep} died`));
       } else {
         const s = dc.eps.get(m.src);
         if (s !== undefined && !s.isLocal) s.sendTo = NONE;
@@ -1448,8 +1655,10 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
         if (c === undefined) continue;
         if (c.isLocal) {
           const call = c.proc?.blocked;
-          if (call && call.state === St.WaitReply)
-            this.finish(call, fail('ESRCDIED', `endpoint ${e.ep} died`));
+          if (call && call.state === St.WaitReply) {
+            if (replicated) this.failoverCall(call, NONE);
+            else this.finish(call, fail('ESRCDIED', `endpoint ${e.ep} died`));
+          }
         } else {
           c.replyFrom = NONE;
           c.replyOp = 0;
@@ -1470,6 +1679,10 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
   /** Remote entry `e` is gone (unbind frame, or missing from a sync): wake whoever waited on it. */
   private unbindRemote(e: Ep): void {
     const dc = e.dc;
+    if (dc.replicated.has(e.ep)) {
+      this.primaryGone(e);
+      return;
+    }
     dc.eps.delete(e.ep);
     this.releaseRemote(e);
     const why = `endpoint ${e.ep} died`;
@@ -1593,6 +1806,7 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
     if (!d.isLocal) {
       // Bounced with where we believe it lives, even when that is the sender's own node: an endpoint that
       // just migrated there is local to the sender now (onAck/onPostFail deliver it there).
+      this.stats.emovedBounces++;
       reject('EMOVED', d.node);
       return;
     }
@@ -1641,6 +1855,7 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
         return;
       }
       this.ops.delete(c.rop);
+      this.stats.emovedReplays++;
       c.bounces++;
       c.rop = 0;
       c.node = NONE;
@@ -1672,6 +1887,7 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
           d.nodeDown = false;
         }
         c.bounces++;
+        this.stats.emovedReplays++;
         c.node = to;
         this.io.toNode(to, {
           t: 'msg',
@@ -1688,6 +1904,15 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
     }
     if (c.state === St.Cancelling && code === 'EMOVED') {
       this.finish(c, fail(c.reason));
+      return;
+    }
+    if (
+      c.state === St.Remote &&
+      (code === 'EDSTDIED' || code === 'ENOTBOUND') &&
+      dc.replicated.has(c.peer)
+    ) {
+      // The old primary died with our message queued (or it arrived after): replay at its successor.
+      this.failoverCall(c, node);
       return;
     }
     this.finish(c, fail(code));
@@ -1804,6 +2029,7 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
       const type = f.type;
       if (payload instanceof Uint8Array && isInt(type) && !this.down.has(to)) {
         // Bounce + replay of a post: the window slot stays taken, the message goes to the new location.
+        this.stats.emovedReplays++;
         const d = dc.eps.get(src);
         if (d === undefined) dc.eps.set(src, new Ep(dc, src, 'remote', 'remote', to, -1));
         else if (d.kind === 'remote' && d.node === node) {
@@ -1878,6 +2104,10 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
   private onUnbind(_now: number, node: NodeId, dc: DcState, f: ControlFrame): void {
     const e = isEp(f.ep) ? dc.eps.get(f.ep) : undefined;
     if (e === undefined || e.isLocal || e.node !== node) return;
+    if (dc.replicated.has(e.ep)) {
+      this.primaryGone(e);
+      return;
+    }
     if (e.kind === 'backup') {
       // The primary died; the backup stays (promotion is a later step).
       this.releaseRemote(e);
@@ -1925,6 +2155,7 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
     const e = dc.eps.get(desc.ep);
     if (e === undefined) {
       dc.eps.set(desc.ep, new Ep(dc, desc.ep, desc.name, 'remote', node, -1));
+      if (dc.failover.has(desc.ep)) this.endFailover(dc, desc.ep);
       return;
     }
     if (e.isLocal) {
@@ -1933,7 +2164,8 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
       }
       return;
     }
-    if (e.node !== node) {
+    const old = e.node;
+    if (old !== node) {
       // It moved (or our knowledge was stale): what we held for the old location no longer applies.
       this.releaseRemote(e);
       e.node = node;
@@ -1941,6 +2173,15 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
     e.name = desc.name;
     e.nodeDown = false;
     e.forgotten = false;
+    if (dc.replicated.has(desc.ep) && old !== node) {
+      // A new primary: the old one is gone, whether or not its unbind (or nodeDown) reached us yet.
+      for (const c of [...this.ops.values()]) {
+        if (c.ep.dc === dc && c.peer === desc.ep && c.node === old && c.state === St.Remote) {
+          this.failoverCall(c, old);
+        }
+      }
+    }
+    if (dc.failover.has(desc.ep)) this.endFailover(dc, desc.ep);
   }
 
   private broadcastBind(e: Ep): void {
@@ -1967,6 +2208,7 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi {
     if (e.kind === 'backup') flags.push('BACKUP');
     if (e.waitBind) flags.push('WAITBIND');
     if (e.migrating) flags.push('MIGRATING');
+    if (e.dc.failover.has(e.ep)) flags.push('FAILOVER');
     if (e.isLocal || e.kind === 'backup') {
       if (e.sendTo !== NONE) flags.push('SENDING');
       if (e.recv !== null) flags.push('RECEIVING');

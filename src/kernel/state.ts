@@ -15,6 +15,10 @@ export class DcState {
   nodes: ReadonlySet<NodeId>;
   /** Every bound endpoint this node knows of: local ones and remote ones (learned from peers). */
   readonly eps = new Map<Endpoint, Ep>();
+  /** Endpoints replicated primary-backup (Kernel.setReplicated): losing the primary holds their callers. */
+  readonly replicated = new Set<Endpoint>();
+  /** Replicated endpoints whose primary is lost and no successor is known yet: the calls held for each. */
+  readonly failover = new Map<Endpoint, PendingCall[]>();
 
   constructor(cfg: DcConfig) {
     this.cfg = cfg;
@@ -248,6 +252,8 @@ export const St = {
   ReplyAck: 6,
   /** vcopy in progress. */
   Copy: 7,
+  /** send/request to a replicated endpoint waiting for its new primary (DcState.failover). */
+  Held: 8,
 } as const;
 export type St = (typeof St)[keyof typeof St];
 

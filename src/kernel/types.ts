@@ -371,3 +371,27 @@ export interface KernelMigrationApi {
   migrateActivate(now: number, dc: DcId, ep: Endpoint, carry?: MigrationCarry): void;
   migrateAbort(now: number, dc: DcId, ep: Endpoint, back: NodeId): void;
 }
+
+/**
+ * Primary-backup failover of an endpoint (driven by the daemons, docs/replication.md). Every node of the DC
+ * marks the endpoint replicated; from then on losing its primary (its node declared down, its process
+ * unbound, a send bounced with EDSTDIED / ENOTBOUND by the old primary's node) does not fail the callers
+ * blocked on it: their send/sendrec calls are held (flag FAILOVER in `dvs ep ls`) until a new primary is
+ * known here (a `bind` or `sync` from its node, the directory, or a local promotion), then replayed there,
+ * requests already taken by the old primary included (the server deduplicates them: see the SDK's request
+ * ids). Posts and notifications are not held: they fail as for any endpoint.
+ */
+export interface KernelReplicationApi {
+  /**
+   * Mark `ep` of `dc` replicated (on) or not (off). Off fails the calls held for it (EDSTDIED): the group is
+   * gone. ENOENT for an unknown DC.
+   */
+  setReplicated(now: number, dc: DcId, ep: Endpoint, on: boolean): void;
+  /**
+   * The local backup of `ep` becomes its primary: the entry turns into a local endpoint of the attached
+   * backup process, is announced to the DC (peers re-point and replay their held calls here), and the calls
+   * of local callers (held, or sent to the old primary) are queued here. EINVAL unless a backup process is
+   * attached here for `ep`.
+   */
+  promote(now: number, dc: DcId, ep: Endpoint): void;
+}

@@ -269,6 +269,7 @@ class Daemon implements NodeDaemon {
           messages: () => this.sumCounters(),
           processes: () => this.processes.list().filter((p) => p.exit === null).length,
           sessions: () => this.local.sessionCount,
+          kernelStats: () => this.kernel.stats,
         })
       : undefined;
     this.metrics = opts.metrics && this.registry ? new MetricsServer(opts.metrics, this.registry) : undefined;

@@ -21,6 +21,13 @@ export interface MetricsSources {
   messages(): { lclSent: number; rmtSent: number; received: number; notifies: number; copyBytes: number };
   processes(): number;
   sessions(): number;
+  /** Kernel counters (Kernel.stats): EMOVED bounces and replays, migrations. */
+  kernelStats?(): {
+    emovedBounces: number;
+    emovedReplays: number;
+    migrationsOut: number;
+    migrationsIn: number;
+  };
 }
 
 /** Build the registry with every dvs metric of a node. */
@@ -108,6 +115,38 @@ export function createRegistry(src: MetricsSources): Registry {
       this.set(src.messages().copyBytes);
     },
   });
+  const kernelCounter = (
+    name: string,
+    help: string,
+    pick: (k: ReturnType<NonNullable<MetricsSources['kernelStats']>>) => number,
+  ) =>
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        // The kernel's counter is the truth: mirror it (as the link counters do).
+        this.reset();
+        const k = src.kernelStats?.();
+        if (k !== undefined) this.inc(pick(k));
+      },
+    });
+  kernelCounter(
+    'dvs_kernel_emoved_bounces_total',
+    'Operations bounced with EMOVED (a stale sender, or the inbox of an endpoint that migrated away)',
+    (k) => k.emovedBounces,
+  );
+  kernelCounter(
+    'dvs_kernel_emoved_replays_total',
+    'Operations replayed at the new location after an EMOVED',
+    (k) => k.emovedReplays,
+  );
+  kernelCounter(
+    'dvs_kernel_migrations_out_total',
+    'Endpoints migrated away from this node',
+    (k) => k.migrationsOut,
+  );
+  kernelCounter('dvs_kernel_migrations_in_total', 'Endpoints migrated to this node', (k) => k.migrationsIn);
   new Gauge({
     name: 'dvs_node_processes',
     help: 'Processes started by this node (dvs run) and still running',

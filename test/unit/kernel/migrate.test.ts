@@ -76,6 +76,11 @@ describe('kernel: migration', () => {
     assert.equal(d.code(3, fromD), 'ok');
     assert.equal(x.code(4, fromX), 'ok');
     assert.deepEqual(net.violations, []);
+    // X's queued send was bounced by S and replayed by X; D's own send came back to D.
+    assert.equal(s.kernel.stats.migrationsOut, 1);
+    assert.equal(d.kernel.stats.migrationsIn, 1);
+    assert.equal(s.kernel.stats.emovedBounces, 2);
+    assert.equal(x.kernel.stats.emovedReplays + d.kernel.stats.emovedReplays, 2);
   });
 
   it('a request queued at the source is answered from the destination', () => {

@@ -19,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { baselineCases } from './baselines/cases.js';
 import { dvsCases } from './dvs/cases.js';
+import { migrateCases } from './dvs/migrate.js';
 import type { BenchCase, CaseContext, Driver } from './lib/case.js';
 import { SkipError } from './lib/case.js';
 import { killAllSync } from './lib/proc.js';
@@ -70,6 +71,14 @@ const RATIOS: Array<Omit<RatioResult, 'perRound' | 'summary' | 'met'>> = [
     b: 'peer.nats.publish',
     goal: { op: '>=', value: 1.5 },
   },
+  {
+    name: 'migration freeze, 1 KiB state',
+    a: 'dvs.migrate.1k',
+    unit: 'us',
+    goal: { op: '<=', value: 50_000 },
+  },
+  { name: 'migration freeze, 64 KiB state', a: 'dvs.migrate.64k', unit: 'us' },
+  { name: 'migration freeze, 1 MiB state', a: 'dvs.migrate.1m', unit: 'us' },
   // Context without goals.
   { name: 'local sendrec RTT / ZeroMQ REQ/REP RTT', a: 'dvs.local.sendrec', b: 'peer.zeromq.reqrep' },
   { name: 'local sendrec RTT / gRPC unary RTT', a: 'dvs.local.sendrec', b: 'peer.grpc.unary' },
@@ -160,7 +169,7 @@ function errText(e: unknown): string {
 
 async function main(): Promise<number> {
   const s = settings(process.argv.slice(2));
-  const all = [...baselineCases, ...dvsCases, ...peerCases, ...thesisCases];
+  const all = [...baselineCases, ...dvsCases, ...migrateCases, ...peerCases, ...thesisCases];
   if (s.list) {
     for (const c of all) process.stdout.write(`${c.name.padEnd(22)} ${c.unit.padEnd(6)} ${c.what}\n`);
     return 0;

@@ -17,9 +17,9 @@
  * Without root (or with `isolation: 'off'`) the daemon says so once in its log, processes run as plain
  * children (the spawner declines), and limits or a LAN are refused with ENOTSUP.
  */
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { link, mkdir, unlink } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
@@ -48,6 +48,7 @@ import {
   hostPrefixes,
   Isolation,
   type LanPeers,
+  listNetns,
   nextFreeAddress,
   parseLimits,
   validateLanPrefix,
@@ -155,10 +156,38 @@ export class IsolationWiring {
     // A hard link to the socket inode: the container sees the socket and nothing else of the data dir.
     await link(this.o.socket, inside);
     for (const f of await this.iso.list()) this.leftovers.add(f.dc);
+    await this.sweepAbandoned().catch((e: unknown) =>
+      this.log.warn({ err: e }, 'sweeping containers of vanished daemons failed'),
+    );
     this.log.info(
       { ...info, leftovers: [...this.leftovers], underlay: this.underlay ?? null },
       'isolation on: DC processes run in containers',
     );
+  }
+
+  /**
+   * Containers of other daemons of this machine that are gone for good: a container whose `/run/dvs`
+   * source (the owner's `<dataDir>/run`, in its pid 1's command line) no longer exists can never be adopted
+   * (a test cluster killed and its temp dir deleted, a node decommissioned), so the next daemon to start
+   * removes it. Only names of the default prefix form are considered; a live owner's are never touched.
+   */
+  private async sweepAbandoned(): Promise<void> {
+    for (const ns of await listNetns()) {
+      const m = /^(d[0-9a-z]{4})c([1-9]\d{0,7})$/.exec(ns);
+      if (!m?.[1] || !m[2] || m[1] === this.prefix) continue;
+      const dir = initSocketDir(ns);
+      if (dir === undefined || dir === '' || existsSync(dir)) continue;
+      const other = new Isolation({
+        nodeId: this.o.nodeId,
+        nodeName: this.o.nodeName,
+        prefix: m[1],
+        logger: this.log,
+        ...(this.o.cgroup ? { cgroup: this.o.cgroup } : {}),
+      });
+      await other.start();
+      await other.removeDc(Number(m[2]));
+      this.log.info({ netns: ns, socketDir: dir }, 'removed the container of a daemon that is gone for good');
+    }
   }
 
   /**
@@ -172,12 +201,10 @@ export class IsolationWiring {
     for (const dc of [...this.leftovers]) {
       this.leftovers.delete(dc);
       if (this.specs.has(dc)) continue;
-      await this.need()
-        .removeDc(dc)
-        .then(
-          () => swept.push(dc),
-          (e: unknown) => this.log.error({ err: e, dc }, 'sweeping a leftover DC failed'),
-        );
+      await this.removeObjects(dc).then(
+        () => swept.push(dc),
+        (e: unknown) => this.log.error({ err: e, dc }, 'sweeping a leftover DC failed'),
+      );
     }
     if (swept.length > 0) this.log.info({ swept }, 'swept containers of DCs no longer on this node');
     return swept;
@@ -274,7 +301,7 @@ export class IsolationWiring {
           return;
         }
         // Half a container (no live pid 1, or no cgroup): start clean.
-        await iso.removeDc(cfg.id);
+        await this.removeObjects(cfg.id);
       }
       if (this.specs.has(cfg.id) && spec === undefined) return;
       await iso.ensureDc(s);
@@ -287,8 +314,23 @@ export class IsolationWiring {
     return this.chain(dc, async () => {
       this.specs.delete(dc);
       this.leftovers.delete(dc);
-      await this.need().removeDc(dc);
+      await this.removeObjects(dc);
     });
+  }
+
+  /**
+   * Isolation.removeDc, once more if it fails: the host end of the veth goes away with the container's
+   * namespace asynchronously, so a `link del` listed a moment before can find nothing; the second pass
+   * sees what is really left.
+   */
+  private async removeObjects(dc: DcId): Promise<void> {
+    try {
+      await this.need().removeDc(dc);
+    } catch (e) {
+      this.log.debug({ err: e, dc }, 'removing the DC container: second pass');
+      await new Promise((r) => setTimeout(r, 100));
+      await this.need().removeDc(dc);
+    }
   }
 
   /** Whether this node holds the DC. */
@@ -457,6 +499,7 @@ export class IsolationWiring {
     if (spec.limits) parseLimitsText(spec.limits);
     const o = { timeout: STORE_TIMEOUT_MS, ...(signal ? { signal } : {}) };
     if (spec.lan !== undefined) {
+      if (!this.underlay) throw this.noUnderlay();
       const others: Record<string, string> = {};
       for (const kv of (await store.get(DC_ISO_PREFIX, { ...o, prefix: true })).kvs) {
         const other = kv.key.slice(DC_ISO_PREFIX.length);
@@ -523,7 +566,9 @@ export class IsolationWiring {
     const kv = (await store.get(dcIsoKey(cfg.name), o)).kvs[0];
     const stored = kv ? decodeStored(kv.value) : undefined;
     let lan: { prefix: string; address: string } | undefined;
-    if (stored?.lan !== undefined && this.underlay) {
+    if (stored?.lan !== undefined) {
+      // Never a DC without its LAN: the failure is logged by the caller and shown by `dc show`.
+      if (!this.underlay) throw this.noUnderlay();
       lan = { prefix: stored.lan, address: await this.claimAddress(store, cfg.id, stored.lan) };
     }
     await this.ensureDc(cfg, {
@@ -625,6 +670,13 @@ export class IsolationWiring {
         this.log.warn({ err: e, dc }, 'cannot apply DC limits from the store'),
       );
     }
+  }
+
+  private noUnderlay(): DvsError {
+    return dvsError(
+      'ENOTSUP',
+      `node ${this.o.nodeId} has no underlay for DC LANs (its link address ${this.o.listen} is not on a LAN interface)`,
+    );
   }
 
   private needStore(): ClusterStore {
@@ -764,4 +816,30 @@ function decodeMember(b: Uint8Array): LanMember | undefined {
     if (e instanceof DvsError) throw e;
     return undefined;
   }
+}
+
+/** The socket dir (`/run/dvs` source) a container's pid 1 was started with, from its command line. */
+function initSocketDir(netns: string): string | undefined {
+  let pids: string[];
+  try {
+    pids = execFileSync('ip', ['netns', 'pids', netns], {
+      timeout: 5000,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    })
+      .toString()
+      .split(/\s+/)
+      .filter(Boolean);
+  } catch {
+    return undefined;
+  }
+  for (const pid of pids) {
+    try {
+      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      const i = argv.indexOf('dvs-init');
+      if (i >= 0) return argv[i + 2];
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return undefined;
 }

@@ -59,6 +59,8 @@ interface Incoming {
   pid: number;
   /** migrate.commit arrived: the endpoint is announced here; an abort no longer applies. */
   committed: boolean;
+  /** The source process had hooks: its successor here will import (until then it cannot move again). */
+  expectImport: boolean;
   state: Promise<{ state: Uint8Array | null; ahead: Received[] }>;
   deliver: (v: { state: Uint8Array | null; ahead: Received[] }) => void;
   fail: (e: DvsError) => void;
@@ -138,6 +140,15 @@ export class Migrations {
     }
     const k2 = key(dc, ep);
     if (this.outgoing.has(k2)) throw dvsError('EBUSY', `endpoint ${ep} is already migrating`);
+    // Just arrived with state: its process must have imported it (and declared its hooks again) before it
+    // can move on, or the next move would treat it as stateless and lose the state.
+    const deadline = Date.now() + (this.o.startTimeoutMs ?? 10_000);
+    for (let inc = this.incoming.get(k2); inc?.committed && inc.expectImport; inc = this.incoming.get(k2)) {
+      if (Date.now() > deadline || signal.aborted) {
+        throw dvsError('EBUSY', `endpoint ${ep} has not finished importing the state of its last migration`);
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
     this.outgoing.add(k2);
     try {
       return await this.run(dc, cfg.name, ep, to, req, info.pid, t0, signal);
@@ -349,7 +360,7 @@ export class Migrations {
       fail = rej;
     });
     state.catch(() => undefined);
-    const inc: Incoming = { from, pid: -1, committed: false, state, deliver, fail };
+    const inc: Incoming = { from, pid: -1, committed: false, expectImport: false, state, deliver, fail };
     this.incoming.set(k2, inc);
     try {
       const info = await this.o.processes.spawn({
@@ -397,6 +408,7 @@ export class Migrations {
     if (inc === undefined || inc.from !== from) throw dvsError('EINVAL', 'migrate.commit: nothing prepared');
     if (inc.committed) return { ok: true };
     inc.committed = true;
+    inc.expectImport = o.state instanceof Uint8Array;
     const carry: MigrationCarry = {
       notes: Array.isArray(o.carry?.notes) ? o.carry.notes : [],
       wokenUp: o.carry?.wokenUp === true,

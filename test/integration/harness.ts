@@ -164,7 +164,12 @@ export class TestCluster {
       'debug',
       ...this.opts.nodeArgs(n.id),
     ];
-    const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    // Integration runs test IPC, the store and the services: containers are the system tests' business
+    // (they outlive a kill -9 by design, and these tests kill daemons).
+    const proc = spawn(process.execPath, args, {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, DVS_ISOLATION: process.env.DVS_ISOLATION ?? 'off' },
+    });
     n.proc = proc;
     LIVE.add(proc);
     proc.once('exit', () => LIVE.delete(proc));

@@ -45,17 +45,6 @@ interface Stream {
   done: Promise<void>;
 }
 
-/**
- * The partition and heal scenarios fail in about 1 run of 6 on this 2-vCPU machine: the etcd client keeps calls and
- * watches on a member cut off by the partition (500 ms attempt timeouts, watch streams silent until gRPC keepalive
- * gives up), and after the heal a call can still find a peer marked down in a kernel (membership/link race in
- * src/node/cluster.ts). Until those are fixed they run only with DVS_RUN_FLAKY=1, so that CI stays a reliable signal.
- */
-const FLAKY_SKIP =
-  process.env.DVS_RUN_FLAKY === '1'
-    ? false
-    : 'known flaky (etcd client stuck on a partitioned member; membership/link race after heal): DVS_RUN_FLAKY=1 runs it';
-
 describe('system: etcd store in the namespaces, crash and partition (5 nodes)', {
   skip: etcdSystemSkipReason(),
 }, () => {
@@ -277,9 +266,7 @@ describe('system: etcd store in the namespaces, crash and partition (5 nodes)', 
     await allPairs(all);
   });
 
-  test('partition {0,1} | {2,3,4}: IPC inside each side, store writes only on the majority side', {
-    skip: FLAKY_SKIP,
-  }, async () => {
+  test('partition {0,1} | {2,3,4}: IPC inside each side, store writes only on the majority side', async () => {
     for (const i of all) if (i !== 4) tasks.push(receiveLoop(await bind(i, receiver(i))));
     await waitEndpoints(c, all, 'app', all.map(receiver));
     // Across the partition-to-be, both ways.
@@ -317,9 +304,8 @@ describe('system: etcd store in the namespaces, crash and partition (5 nodes)', 
     ).catch((e: unknown) => {
       throw new Error(`${(e as Error).message} (attempts: ${attempts.join(',')})`);
     });
-    // Node 4's watch may be attached to a member now cut off by the partition: etcd keeps such a stream open
-    // and silent until the client's gRPC keepalive gives up on it (about 15 s), then the watch resumes from its
-    // last revision on a live member. So this wait is long on purpose (see docs/etcd.md, "Missing or fragile").
+    // Node 4's watch may be attached to a member now cut off by the partition: the store's progress probe
+    // notices the silence within ~2 s and resumes the watch on a live member from its last revision.
     await check(
       async () => (await c.admin(4, 'dc.list', {})).some((d) => d.id === 4 && d.name === 'right'),
       40_000,
@@ -333,9 +319,7 @@ describe('system: etcd store in the namespaces, crash and partition (5 nodes)', 
     for (const i of LEFT) assert.ok((await c.status(i)).cluster !== undefined);
   });
 
-  test('heal: links back, every node converges on the same DCs and directory, no acknowledged send lost', {
-    skip: FLAKY_SKIP,
-  }, async () => {
+  test('heal: links back, every node converges on the same DCs and directory, no acknowledged send lost', async () => {
     await c.heal();
     await c.waitLinks(DEAD_AFTER_MS + MARGIN_MS + 10_000);
     // dc.list shows the DCs a node takes part in: converged means each node has exactly the DCs of the

@@ -1,5 +1,5 @@
 /** `dvs status`: every node of the cluster and its links, and the membership seen in the cluster store. */
-import type { ClusterStatus, LinkInfo } from '../../protocol/admin.js';
+import type { ClusterStatus, IsolationStatus, LinkInfo } from '../../protocol/admin.js';
 import { callEach, requireCluster } from '../cluster.js';
 import type { Ctx } from '../context.js';
 import { formatDuration } from '../parse.js';
@@ -18,6 +18,8 @@ export interface StatusRow {
   links: LinkInfo[];
   /** With a cluster store: the store, whether this node is degraded, and its membership view. */
   cluster?: ClusterStatus;
+  /** How the node isolates DC processes (containers and cgroup driver, or off). */
+  isolation?: IsolationStatus;
 }
 
 export async function status(ctx: Ctx, opts: { json: boolean; timeoutMs: number }): Promise<number> {
@@ -36,6 +38,7 @@ export async function status(ctx: Ctx, opts: { json: boolean; timeoutMs: number 
           endpoints: a.value.endpoints,
           links: a.value.links,
           ...(a.value.cluster ? { cluster: a.value.cluster } : {}),
+          ...(a.value.isolation ? { isolation: a.value.isolation } : {}),
         }
       : {
           id: a.node.id,
@@ -63,7 +66,7 @@ export async function status(ctx: Ctx, opts: { json: boolean; timeoutMs: number 
   }
   const c = out.colors;
   out.table(
-    ['NODE', 'NAME', 'STATE', 'ADDRESS', 'PID', 'UPTIME', 'DCS', 'EPS', 'LINKS UP'],
+    ['NODE', 'NAME', 'STATE', 'ADDRESS', 'PID', 'UPTIME', 'DCS', 'EPS', 'LINKS UP', 'ISOLATION'],
     nodes.map((n) => [
       n.id,
       n.name,
@@ -74,8 +77,18 @@ export async function status(ctx: Ctx, opts: { json: boolean; timeoutMs: number 
       n.dcs ?? '-',
       n.endpoints ?? '-',
       n.state === 'up' ? `${n.links.filter((l) => l.state === 'up').length}/${n.links.length}` : '-',
+      n.isolation === undefined
+        ? '-'
+        : n.isolation.mode === 'off'
+          ? c.yellow('off')
+          : `containers, cgroup ${n.isolation.cgroup}`,
     ]),
   );
+  for (const n of nodes) {
+    if (n.isolation?.mode === 'off') {
+      out.note(c.yellow(`note: node ${n.id} runs processes without isolation: ${n.isolation.reason}`));
+    }
+  }
   if (viewer?.cluster) {
     const cl = viewer.cluster;
     out.line('');

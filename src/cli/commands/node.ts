@@ -32,6 +32,8 @@ export interface NodeStartOptions {
   api?: string;
   apiTokenFile?: string;
   apiInsecureLoopback?: boolean;
+  /** DC isolation: containers when root (`auto`, the default) or plain processes (`off`). */
+  isolation?: 'auto' | 'off';
 }
 
 /** Builds the daemon's options from the command line (pure; exported for tests). EINVAL for a bad --seed. */
@@ -55,6 +57,7 @@ export function nodeOptionsOf(o: NodeStartOptions): NodeOptions {
     ...(o.api !== undefined ? { api: o.api } : {}),
     ...(o.apiTokenFile !== undefined ? { apiTokenFile: o.apiTokenFile } : {}),
     ...(o.apiInsecureLoopback ? { apiInsecureLoopback: true } : {}),
+    ...(o.isolation !== undefined ? { isolation: o.isolation } : {}),
   };
 }
 

@@ -14,8 +14,10 @@ fail=0
 echo "== lint (biome) and type-check (tsc)"
 npx biome check . || fail=1
 npx tsc --noEmit -p tsconfig.json || fail=1
+npx tsc --noEmit -p web/tsconfig.json || fail=1
 echo "== build"
 npx tsc -p tsconfig.build.json || fail=1
+npx vite build --config web/vite.config.ts --logLevel warn || fail=1
 if [ "$fail" -ne 0 ]; then
   echo "lint, type-check or build failed"
   echo "0 passed, 1 failed"

@@ -60,7 +60,7 @@ for (const store of [false, true]) {
       await c.admin(0, 'proc.run', { dc: 'app', ep: SERVER, cmd: [process.execPath, COUNTER] });
       const client = await connect({ socket: c.nodes[0]!.socket, dc: 'app', endpoint: 200, timeout: 5000 });
       clients.push(client);
-      await check(async () => (await where(SERVER)) === 0, 5000, 'server bound on node 0');
+      await check(async () => (await where(SERVER)) === 0, 15_000, 'server bound on node 0');
       const values: number[] = [];
       const errors: string[] = [];
       let stop = false;
@@ -74,7 +74,7 @@ for (const store of [false, true]) {
           }
         }
       })();
-      await check(() => values.length > 20, 5000, 'load flowing');
+      await check(() => values.length > 20, 15_000, 'load flowing');
       const results: MigrationResult[] = [];
       const path = [1, 2, 0, 1, 2, 0, 1, 2, 0, 1];
       for (const to of path) {
@@ -84,7 +84,7 @@ for (const store of [false, true]) {
         assert.equal(r.to, to);
         assert.equal(r.stateful, true);
         const before = values.length;
-        await check(() => values.length > before + 5, 5000, `load flowing after the move to ${to}`);
+        await check(() => values.length > before + 5, 15_000, `load flowing after the move to ${to}`);
       }
       stop = true;
       await load;

@@ -19,7 +19,9 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { baselineCases } from './baselines/cases.js';
 import { dvsCases } from './dvs/cases.js';
+import { failoverCase } from './dvs/failover.js';
 import { migrateCases } from './dvs/migrate.js';
+import { gcsCases, spreadTable } from './gcs.js';
 import type { BenchCase, CaseContext, Driver } from './lib/case.js';
 import { SkipError } from './lib/case.js';
 import { killAllSync } from './lib/proc.js';
@@ -79,6 +81,12 @@ const RATIOS: Array<Omit<RatioResult, 'perRound' | 'summary' | 'met'>> = [
   },
   { name: 'migration freeze, 64 KiB state', a: 'dvs.migrate.64k', unit: 'us' },
   { name: 'migration freeze, 1 MiB state', a: 'dvs.migrate.1m', unit: 'us' },
+  {
+    name: 'failover after the primary died',
+    a: 'dvs.failover.process',
+    unit: 'us',
+    goal: { op: '<=', value: 1_000_000 },
+  },
   // Context without goals.
   { name: 'local sendrec RTT / ZeroMQ REQ/REP RTT', a: 'dvs.local.sendrec', b: 'peer.zeromq.reqrep' },
   { name: 'local sendrec RTT / gRPC unary RTT', a: 'dvs.local.sendrec', b: 'peer.grpc.unary' },
@@ -169,7 +177,15 @@ function errText(e: unknown): string {
 
 async function main(): Promise<number> {
   const s = settings(process.argv.slice(2));
-  const all = [...baselineCases, ...dvsCases, ...migrateCases, ...peerCases, ...thesisCases];
+  const all = [
+    ...baselineCases,
+    ...dvsCases,
+    ...migrateCases,
+    failoverCase,
+    ...gcsCases,
+    ...peerCases,
+    ...thesisCases,
+  ];
   if (s.list) {
     for (const c of all) process.stdout.write(`${c.name.padEnd(22)} ${c.unit.padEnd(6)} ${c.what}\n`);
     return 0;
@@ -329,6 +345,8 @@ async function main(): Promise<number> {
   if (shown.length > 0) process.stdout.write(`${ratioTable(shown)}\n\n`);
   const thesis = [...results.values()].filter((r) => r.group === 'thesis');
   if (thesis.length > 0) process.stdout.write(`${thesisTable(thesis, THESIS_F1)}\n\n`);
+  const spread = spreadTable([...results.values()]);
+  if (spread !== '') process.stdout.write(`${spread}\n\n`);
   for (const n of notes) process.stdout.write(`note: ${n}\n`);
 
   const out = {

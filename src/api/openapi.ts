@@ -6,7 +6,7 @@ import type { TSchema } from 'typebox';
 import { ErrorBodySchema } from './schemas.js';
 
 export interface RouteDoc {
-  method: 'GET' | 'POST' | 'PATCH' | 'DELETE';
+  method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
   /** fastify path, `:param` style. */
   url: string;
   summary: string;
@@ -16,6 +16,8 @@ export interface RouteDoc {
   body?: TSchema;
   /** An SSE stream (text/event-stream) rather than JSON. */
   stream?: boolean;
+  /** Success status when not the default (201 for POST on a collection, else 200). */
+  status?: number;
 }
 
 /** A schema as plain JSON (typebox adds symbol keys that JSON drops anyway). */
@@ -27,7 +29,8 @@ function parameters(s: TSchema | undefined, where: 'path' | 'query') {
   if (s === undefined) return [];
   const o = plain(s) as { properties?: Record<string, unknown>; required?: string[] };
   return Object.entries(o.properties ?? {}).map(([name, schema]) => ({
-    name,
+    // fastify's wildcard `*` (the rest of the path, e.g. a kv key with '/') is documented as `{key}`.
+    name: name === '*' ? 'key' : name,
     in: where,
     required: where === 'path' || (o.required ?? []).includes(name),
     schema,
@@ -42,7 +45,7 @@ export function buildOpenApi(routes: RouteDoc[]): Record<string, unknown> {
     content: { 'application/json': { schema: errorRef } },
   });
   for (const r of routes) {
-    const path = r.url.replace(/:([A-Za-z]+)/g, '{$1}');
+    const path = r.url.replace(/:([A-Za-z]+)/g, '{$1}').replace(/\*$/, '{key}');
     const op: Record<string, unknown> = {
       summary: r.summary,
       tags: [r.tag],
@@ -52,7 +55,7 @@ export function buildOpenApi(routes: RouteDoc[]): Record<string, unknown> {
         .replace(/\W/g, '')}`,
       parameters: [...parameters(r.params, 'path'), ...parameters(r.query, 'query')],
       responses: {
-        [r.method === 'POST' && /\/(dcs|processes)$/.test(r.url) ? '201' : '200']: r.stream
+        [String(r.status ?? (r.method === 'POST' && /\/(dcs|processes)$/.test(r.url) ? 201 : 200))]: r.stream
           ? { description: 'event stream', content: { 'text/event-stream': { schema: { type: 'string' } } } }
           : { description: 'OK', content: { 'application/json': { schema: { type: 'object' } } } },
         '400': errorResponse('invalid request (EINVAL): `field` and `reason` say what'),

@@ -4,6 +4,9 @@
  * store, when the nodes run with one), lists are merged across nodes, a process is run on the DC's lowest
  * node unless told otherwise, and killed on the node that runs it.
  */
+
+import { nextFreeAddress, validateLanPrefix } from '../isolation/addr.js';
+import { parseLimit } from '../isolation/limits.js';
 import {
   type DcConfig,
   DEFAULT_MAX_PAYLOAD,
@@ -15,14 +18,23 @@ import {
 import type {
   AdminMethod,
   AdminMethods,
+  DcIsolationInfo,
+  DcIsolationSpec,
+  DcLimitsText,
+  DcStatsInfo,
+  ExecInfo,
   LinkInfo,
   MigrationResult,
   NodeEvent,
+  NodeLoad,
   NodeStatus,
   ProcessInfo,
 } from '../protocol/admin.js';
-import { DvsError, dvsError } from '../protocol/errors.js';
+import { DvsError, dvsError, type ErrorCode } from '../protocol/errors.js';
 import type { AdminCaller, ApiNodes } from './caller.js';
+
+/** How long a snapshot create / restore / fork may take as seen from the API (the daemon has its own). */
+const SNAPSHOT_TIMEOUT_MS = 120_000;
 
 /** A node as the API reports it. */
 export interface NodeRow {
@@ -45,6 +57,8 @@ export interface NodeRow {
   messages: { sent: number; received: number } | null;
   /** Why it is down or not reachable, if known. */
   error?: string;
+  /** Its live CPU and memory use, when its daemon samples them (docs/scheduling.md). */
+  load?: NodeLoad;
 }
 
 /** `GET /cluster`. */
@@ -67,6 +81,158 @@ export interface DcRow extends DcConfig {
 }
 
 type Answer<T> = { node: NodeId; ok: true; value: T } | { node: NodeId; ok: false; error: DvsError };
+
+/** A per-node answer for every node of a DC: the rows of the nodes that answered, and who did not. */
+export interface PerNodeView<T> {
+  dc: string;
+  dcId: number;
+  nodes: T[];
+  /** Nodes of the DC that did not answer (or that this API cannot reach), with why. */
+  unreachable: { node: NodeId; code: string; message: string }[];
+}
+
+/** A kv entry as JSON: the value as UTF-8 text (null if it is not valid UTF-8) and as base64. */
+export interface KvRow {
+  key: string;
+  value: string | null;
+  base64: string;
+  revision: number;
+  createRevision: number;
+  version: number;
+}
+
+/** A group member (node, endpoint) and a view id, as `group.ls` reports them (src/gcs/types.ts). */
+interface GroupMember {
+  node: NodeId;
+  ep: number;
+}
+interface GroupViewId {
+  epoch: number;
+  coord: number;
+  inc: number;
+  seq: number;
+}
+
+/** One node's answer to the `group.ls` service (src/node/gcs-wiring.ts GroupList). */
+export interface GroupListAnswer {
+  node: NodeId;
+  cfg: [number, number, number];
+  nodes: NodeId[];
+  flushing: boolean;
+  groups: {
+    node: NodeId;
+    name: string;
+    view: { id: GroupViewId; members: GroupMember[] } | null;
+    local: { ep: number; backlog: number }[];
+    sent: number;
+    delivered: number;
+    views: number;
+  }[];
+}
+
+/** A group as the cluster sees it (`dvs group ls --json`): the newest view, counters summed over nodes. */
+export interface GroupRowView {
+  name: string;
+  view: { id: GroupViewId; members: GroupMember[] } | null;
+  /** Nodes whose view is older than the newest. */
+  behind: NodeId[];
+  local: { node: NodeId; ep: number; backlog: number }[];
+  sent: number;
+  delivered: number;
+  views: number;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** A JSON-safe copy of a service result: byte arrays become base64 strings (JSON would spell them as maps). */
+export function jsonSafe(v: unknown): unknown {
+  if (v instanceof Uint8Array) return Buffer.from(v).toString('base64');
+  if (Array.isArray(v)) return v.map(jsonSafe);
+  if (v !== null && typeof v === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) out[k] = jsonSafe(x);
+    return out;
+  }
+  return v;
+}
+
+/** A kv entry (value as bytes) as JSON. */
+export function kvRow(e: {
+  key: string;
+  value: unknown;
+  revision: number;
+  createRevision: number;
+  version: number;
+}): KvRow {
+  const value = e.value instanceof Uint8Array ? e.value : new Uint8Array(0);
+  let text: string | null;
+  try {
+    text = utf8.decode(value);
+  } catch {
+    text = null;
+  }
+  return {
+    key: e.key,
+    value: text,
+    base64: Buffer.from(value).toString('base64'),
+    revision: e.revision,
+    createRevision: e.createRevision,
+    version: e.version,
+  };
+}
+
+function compareViewIds(a: GroupViewId, b: GroupViewId): number {
+  return Math.sign(a.epoch - b.epoch || a.coord - b.coord || a.inc - b.inc || a.seq - b.seq);
+}
+
+/** Merge the per-node answers of `group.ls` into one row per group (as `dvs group ls` does). */
+export function mergeGroups(lists: GroupListAnswer[]): GroupRowView[] {
+  const by = new Map<string, GroupListAnswer['groups']>();
+  for (const l of lists)
+    for (const g of l.groups) {
+      const rows = by.get(g.name) ?? [];
+      rows.push({ ...g, node: l.node });
+      by.set(g.name, rows);
+    }
+  const out: GroupRowView[] = [];
+  for (const [name, rows] of by) {
+    let view: GroupRowView['view'] = null;
+    for (const r of rows)
+      if (r.view && (view === null || compareViewIds(r.view.id, view.id) > 0)) view = r.view;
+    const behind = rows
+      .filter((r) => view !== null && r.view !== null && compareViewIds(r.view.id, view.id) < 0)
+      .map((r) => r.node);
+    out.push({
+      name,
+      view,
+      behind,
+      local: rows.flatMap((r) => r.local.map((m) => ({ node: r.node, ...m }))),
+      sent: rows.reduce((s, r) => s + r.sent, 0),
+      delivered: rows.reduce((s, r) => s + r.delivered, 0),
+      views: rows.reduce((s, r) => s + r.views, 0),
+    });
+  }
+  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/**
+ * Check limits as the daemons will (parseLimit is pure), so a bad one is a 400 naming its field before
+ * anything is created or changed. Node capacity checks stay with the daemons.
+ */
+export function checkLimits(limits: DcLimitsText, prefix = 'limits'): void {
+  for (const [k, v] of Object.entries(limits)) {
+    if (v === undefined) continue;
+    try {
+      parseLimit(k, v);
+    } catch (e) {
+      const err = DvsError.from(e);
+      throw dvsError('EINVAL', `body field '${prefix}.${k}' ${err.message}`, {
+        field: `${prefix}.${k}`,
+        reason: err.message,
+      });
+    }
+  }
+}
 
 export class ClusterOps {
   constructor(
@@ -160,6 +326,7 @@ export class ClusterOps {
           endpoints: a.value.endpoints,
           links: a.value.links,
           messages: null,
+          ...(a.value.load !== undefined ? { load: a.value.load } : {}),
         });
       }
     }
@@ -308,9 +475,13 @@ export class ClusterOps {
       maxPayload?: number;
       sysEndpoints?: number;
       postWindow?: number;
+      limits?: DcLimitsText;
+      lan?: string;
     },
     signal: AbortSignal,
   ): Promise<DcConfig> {
+    if (req.limits !== undefined) checkLimits(req.limits);
+    const limits = req.limits !== undefined && Object.keys(req.limits).length > 0 ? req.limits : undefined;
     const st = await this.localStatus(signal);
     const known = new Set<NodeId>([
       st.id,
@@ -330,7 +501,18 @@ export class ClusterOps {
       postWindow: req.postWindow ?? DEFAULT_POST_WINDOW,
     };
     if (st.cluster) {
-      return this.callOn(st.id, 'dc.create', { config: { id: req.id ?? 0, ...base } }, signal);
+      // The nodes keep limits and the LAN prefix in the store and claim their LAN addresses there.
+      const isolation: DcIsolationSpec | undefined =
+        limits !== undefined || req.lan !== undefined
+          ? { ...(limits ? { limits } : {}), ...(req.lan !== undefined ? { lan: { prefix: req.lan } } : {}) }
+          : undefined;
+      return this.callOn(
+        st.id,
+        'dc.create',
+        { config: { id: req.id ?? 0, ...base }, ...(isolation ? { isolation } : {}) },
+        signal,
+        30_000,
+      );
     }
     const existing = await this.dcs(signal);
     for (const d of existing) {
@@ -347,7 +529,52 @@ export class ClusterOps {
       );
     }
     const config: DcConfig = { id: req.id ?? Math.max(0, ...existing.map((d) => d.id)) + 1, ...base };
-    const results = await this.each(nodes, 'dc.create', { config }, signal);
+    // The LAN: refused before anything exists if it overlaps another DC's; one address per node.
+    const addresses = new Map<NodeId, string>();
+    if (req.lan !== undefined) {
+      const others: Record<string, string> = {};
+      for (const d of existing) {
+        const holder = d.on.find((n) => this.nodes.peer(n) !== undefined);
+        if (holder === undefined) continue;
+        const info = await this.callOn(holder, 'dc.isolation', { dc: d.id }, signal).catch(() => undefined);
+        if (info?.lan) others[d.name] = info.lan.prefix;
+      }
+      try {
+        validateLanPrefix(req.lan, others);
+      } catch (e) {
+        const err = DvsError.from(e);
+        throw dvsError(err.code, err.message, { field: 'lan', reason: err.message });
+      }
+      for (const id of [...nodes].sort((a, b) => a - b))
+        addresses.set(id, nextFreeAddress(req.lan, addresses.values()));
+    }
+    const results = await Promise.all(
+      nodes.map(async (node): Promise<Answer<DcConfig>> => {
+        const address = addresses.get(node);
+        const isolation: DcIsolationSpec | undefined =
+          limits !== undefined || req.lan !== undefined
+            ? {
+                ...(limits ? { limits } : {}),
+                ...(req.lan !== undefined && address !== undefined
+                  ? { lan: { prefix: req.lan, address } }
+                  : {}),
+              }
+            : undefined;
+        try {
+          // dc.create may build a container and a LAN on the node: allow it more than a plain call.
+          const value = await this.callOn(
+            node,
+            'dc.create',
+            { config, ...(isolation ? { isolation } : {}) },
+            signal,
+            30_000,
+          );
+          return { node, ok: true, value };
+        } catch (e) {
+          return { node, ok: false, error: DvsError.from(e) };
+        }
+      }),
+    );
     const failed = results.find((r) => !r.ok);
     if (failed && !failed.ok) {
       const created = results.filter((r) => r.ok).map((r) => r.node);
@@ -359,6 +586,21 @@ export class ClusterOps {
           node: failed.node,
         },
       );
+    }
+    if (req.lan !== undefined) {
+      // Every node learns where the other containers are (static forwarding: no learning, no flooding).
+      const infos = await this.each(nodes, 'dc.isolation', { dc: config.id }, signal);
+      const members = infos.flatMap((i) => (i.ok && i.value.lan ? [i.value.lan] : []));
+      const pushed = await this.each(nodes, 'dc.lanPeers', { dc: config.id, members }, signal);
+      const bad = [...infos, ...pushed].find((r) => !r.ok);
+      if (bad && !bad.ok) {
+        await this.each(nodes, 'dc.remove', { dc: config.id }, signal);
+        throw new DvsError(
+          bad.error.code,
+          `setting up the LAN of DC '${req.name}' failed on node ${bad.node}: ${bad.error.message}`,
+          { node: bad.node },
+        );
+      }
     }
     return config;
   }
@@ -552,5 +794,298 @@ export class ClusterOps {
     signal: AbortSignal,
   ): Promise<{ events: NodeEvent[]; last: number }> {
     return this.callOn(this.nodes.self, 'events.list', req, signal);
+  }
+
+  // ------------------------------------------------------------------------------- isolation (dvs dc ...)
+
+  /** The DC's nodes this API can ask (those that reported having it), and the others as unreachable. */
+  private dcNodes(dc: DcRow): { ask: NodeId[]; missing: PerNodeView<never>['unreachable'] } {
+    const ask = dc.on.filter((n) => this.nodes.peer(n) !== undefined);
+    const missing = dc.nodes
+      .filter((n) => !ask.includes(n))
+      .map((node) => ({
+        node,
+        code: 'ENOTCONN',
+        message: `node ${node} does not answer for DC '${dc.name}'`,
+      }));
+    return { ask, missing };
+  }
+
+  /** `method` on every node of the DC; failures are listed per node (reads: `dvs dc stats|show`). */
+  private async perNode<T>(dc: DcRow, call: (node: NodeId) => Promise<T>): Promise<PerNodeView<T>> {
+    const { ask, missing } = this.dcNodes(dc);
+    const answers = await Promise.all(
+      ask.map(async (node): Promise<Answer<T>> => {
+        try {
+          return { node, ok: true, value: await call(node) };
+        } catch (e) {
+          return { node, ok: false, error: DvsError.from(e) };
+        }
+      }),
+    );
+    return {
+      dc: dc.name,
+      dcId: dc.id,
+      nodes: answers.flatMap((a) => (a.ok ? [a.value] : [])),
+      unreachable: [
+        ...missing,
+        ...answers.flatMap((a) =>
+          a.ok ? [] : [{ node: a.node, code: a.error.code, message: a.error.message }],
+        ),
+      ].sort((a, b) => a.node - b.node),
+    };
+  }
+
+  /** The first failure of a change made on every node of a DC, thrown with the node named. */
+  private static throwFirst<T>(v: PerNodeView<T>, what: string): PerNodeView<T> {
+    const f = v.unreachable[0];
+    if (f !== undefined) {
+      const code = (f.code as ErrorCode | undefined) ?? 'EINTERNAL';
+      throw dvsError(code, `${what} on node ${f.node}: ${f.message}`, { node: f.node });
+    }
+    return v;
+  }
+
+  /** `dvs dc show`: per node the container, limits and LAN place. */
+  isolation(dc: DcRow, signal: AbortSignal): Promise<PerNodeView<DcIsolationInfo>> {
+    return this.perNode(dc, (n) => this.callOn(n, 'dc.isolation', { dc: dc.id }, signal));
+  }
+
+  /** `dvs dc stats`: per node usage against limits. */
+  stats(dc: DcRow, signal: AbortSignal): Promise<PerNodeView<DcStatsInfo>> {
+    return this.perNode(dc, (n) => this.callOn(n, 'dc.stats', { dc: dc.id }, signal));
+  }
+
+  /** `dvs dc set`: change limits live on every node of the DC (all must answer). */
+  async setLimits(
+    dc: DcRow,
+    limits: DcLimitsText,
+    signal: AbortSignal,
+  ): Promise<PerNodeView<DcIsolationInfo>> {
+    if (Object.keys(limits).length === 0) {
+      throw dvsError('EINVAL', 'nothing to set: give memory, cpus, pids, io-bps or net-bps', {
+        field: 'body',
+        reason: 'needs at least one limit',
+      });
+    }
+    checkLimits(limits, 'limits');
+    const v = await this.perNode(dc, (n) => this.callOn(n, 'dc.set', { dc: dc.id, limits }, signal, 15_000));
+    return ClusterOps.throwFirst(v, `setting limits of DC '${dc.name}'`);
+  }
+
+  /** `dvs dc pause|resume`: freeze or thaw every process of the DC on all its nodes. */
+  async freeze(
+    dc: DcRow,
+    what: 'pause' | 'resume',
+    signal: AbortSignal,
+  ): Promise<{ dc: string; dcId: number; nodes: NodeId[]; state: 'paused' | 'running' }> {
+    const v = await this.perNode(dc, async (n) => {
+      await this.callOn(n, what === 'pause' ? 'dc.pause' : 'dc.resume', { dc: dc.id }, signal, 15_000);
+      return n;
+    });
+    ClusterOps.throwFirst(v, `${what} of DC '${dc.name}'`);
+    return { dc: dc.name, dcId: dc.id, nodes: v.nodes, state: what === 'pause' ? 'paused' : 'running' };
+  }
+
+  /** `dvs exec`: a command in the DC's container on `node` (default its lowest node), with its output. */
+  async exec(
+    dc: DcRow,
+    req: {
+      cmd: string[];
+      node?: NodeId;
+      env?: Record<string, string>;
+      cwd?: string;
+      input?: string;
+      timeoutMs?: number;
+    },
+    signal: AbortSignal,
+  ): Promise<ExecInfo & { dc: string; dcId: number; node: NodeId }> {
+    const node = req.node ?? Math.min(...dc.nodes);
+    if (!dc.nodes.includes(node)) {
+      throw dvsError(
+        'EINVAL',
+        `DC '${dc.name}' does not span node ${node} (its nodes: ${dc.nodes.join(',')})`,
+        {
+          field: 'node',
+          reason: 'not a node of the DC',
+        },
+      );
+    }
+    const timeoutMs = req.timeoutMs ?? 30_000;
+    const r = await this.callOn(
+      node,
+      'proc.exec',
+      {
+        dc: dc.id,
+        cmd: req.cmd,
+        timeoutMs,
+        cwd: req.cwd ?? '/',
+        ...(req.env !== undefined ? { env: req.env } : {}),
+        ...(req.input !== undefined ? { input: req.input } : {}),
+      },
+      signal,
+      timeoutMs + 5000,
+    );
+    return { dc: dc.name, dcId: dc.id, node, ...r };
+  }
+
+  // --------------------------------------------------------------- DVK services (kv, locks, groups, ...)
+
+  /**
+   * A service method (src/node/services.ts) on `node`: the daemon's admin dispatcher falls through to its
+   * service table for names it does not serve itself, and `node.call` relays them the same way.
+   */
+  async service<T>(
+    node: NodeId,
+    method: string,
+    params: Record<string, unknown>,
+    signal: AbortSignal,
+    timeoutMs = this.timeoutMs,
+  ): Promise<T> {
+    return (await this.callOn(node, method as AdminMethod, params as never, signal, timeoutMs)) as T;
+  }
+
+  /** A node of the DC this API can ask (itself first): DC services are resolved where the DC is known. */
+  holder(dc: DcRow): NodeId {
+    if (dc.on.includes(this.nodes.self)) return this.nodes.self;
+    const n = dc.on.find((id) => this.nodes.peer(id) !== undefined);
+    if (n === undefined) throw dvsError('ENOTCONN', `no node of DC '${dc.name}' is reachable from this API`);
+    return n;
+  }
+
+  /** `dvs lock ls`: held locks, holders, fencing tokens and waiters. */
+  async locks(dc: DcRow, signal: AbortSignal): Promise<{ dc: string; dcId: number; locks: unknown[] }> {
+    const locks = await this.service<unknown[]>(this.holder(dc), 'lock.ls', { dc: dc.id }, signal);
+    return { dc: dc.name, dcId: dc.id, locks };
+  }
+
+  /** `dvs kv get`. */
+  async kvGet(dc: DcRow, key: string, signal: AbortSignal): Promise<KvRow> {
+    return kvRow(await this.service(this.holder(dc), 'kv.get', { dc: dc.id, key }, signal));
+  }
+
+  /** `dvs kv put`. */
+  kvPut(dc: DcRow, key: string, value: Uint8Array, signal: AbortSignal): Promise<{ revision: number }> {
+    return this.service(this.holder(dc), 'kv.put', { dc: dc.id, key, value }, signal);
+  }
+
+  /** `dvs kv rm`: a key that does not exist is `deleted: false`, not an error. */
+  kvDelete(dc: DcRow, key: string, signal: AbortSignal): Promise<{ deleted: boolean; revision: number }> {
+    return this.service(this.holder(dc), 'kv.delete', { dc: dc.id, key }, signal);
+  }
+
+  /** `dvs kv ls`. */
+  async kvList(
+    dc: DcRow,
+    req: { prefix?: string; limit?: number },
+    signal: AbortSignal,
+  ): Promise<{ dc: string; dcId: number; revision: number; entries: KvRow[] }> {
+    const r = await this.service<{ entries: Parameters<typeof kvRow>[0][]; revision: number }>(
+      this.holder(dc),
+      'kv.list',
+      { dc: dc.id, prefix: req.prefix ?? '', ...(req.limit !== undefined ? { limit: req.limit } : {}) },
+      signal,
+    );
+    return { dc: dc.name, dcId: dc.id, revision: r.revision, entries: r.entries.map(kvRow) };
+  }
+
+  /** `dvs group ls`: every node of the DC asked for its groups, merged. */
+  async groups(
+    dc: DcRow,
+    signal: AbortSignal,
+  ): Promise<{
+    dc: string;
+    dcId: number;
+    nodes: Omit<GroupListAnswer, 'groups'>[];
+    groups: GroupRowView[];
+    unreachable: PerNodeView<never>['unreachable'];
+  }> {
+    const v = await this.perNode(dc, (n) =>
+      this.service<GroupListAnswer>(n, 'group.ls', { dc: dc.id }, signal),
+    );
+    if (v.nodes.length === 0 && v.unreachable[0] !== undefined) {
+      const f = v.unreachable[0];
+      throw dvsError(
+        (f.code as ErrorCode) ?? 'ENOTCONN',
+        `groups of DC '${dc.name}': node ${f.node}: ${f.message}`,
+      );
+    }
+    const lists = v.nodes.sort((a, b) => a.node - b.node);
+    return {
+      dc: dc.name,
+      dcId: dc.id,
+      nodes: lists.map(({ groups: _g, ...rest }) => rest),
+      groups: mergeGroups(lists),
+      unreachable: v.unreachable,
+    };
+  }
+
+  /** `dvs snapshot create`: driven by a node of the DC. */
+  async snapshotCreate(
+    dc: DcRow,
+    req: { name?: string; timeoutMs?: number },
+    signal: AbortSignal,
+  ): Promise<unknown> {
+    return jsonSafe(
+      await this.service(
+        this.holder(dc),
+        'snapshot.create',
+        { dc: dc.id, ...req },
+        signal,
+        SNAPSHOT_TIMEOUT_MS,
+      ),
+    );
+  }
+
+  /** `dvs snapshot ls`: any node finds the snapshots wherever they are kept. */
+  async snapshots(dc: string | undefined, signal: AbortSignal): Promise<unknown[]> {
+    return jsonSafe(
+      await this.service(this.nodes.self, 'snapshot.ls', dc !== undefined ? { dc } : {}, signal, 30_000),
+    ) as unknown[];
+  }
+
+  /** `dvs snapshot show`: the cut, states and in-flight payloads in base64. */
+  async snapshot(name: string, signal: AbortSignal): Promise<unknown> {
+    return jsonSafe(await this.service(this.nodes.self, 'snapshot.show', { name }, signal, 30_000));
+  }
+
+  /** `dvs snapshot rm`. */
+  async snapshotRemove(name: string, signal: AbortSignal): Promise<unknown> {
+    return jsonSafe(await this.service(this.nodes.self, 'snapshot.rm', { name }, signal, 30_000));
+  }
+
+  /** `dvs snapshot restore`: the DC's processes stopped and started again from the cut. */
+  async snapshotRestore(dc: DcRow, snapshot: string, signal: AbortSignal): Promise<unknown> {
+    return jsonSafe(
+      await this.service(
+        this.holder(dc),
+        'snapshot.restore',
+        { dc: dc.id, snapshot },
+        signal,
+        SNAPSHOT_TIMEOUT_MS,
+      ),
+    );
+  }
+
+  /** `dvs snapshot fork`: a new DC started from the cut. */
+  async snapshotFork(name: string, as: string, signal: AbortSignal): Promise<unknown> {
+    return jsonSafe(
+      await this.service(
+        this.nodes.self,
+        'snapshot.fork',
+        { snapshot: name, as },
+        signal,
+        SNAPSHOT_TIMEOUT_MS,
+      ),
+    );
+  }
+
+  /** Node `node`'s event log (any node this API reaches). */
+  nodeEvents(
+    node: NodeId,
+    req: { since?: number; limit?: number },
+    signal: AbortSignal,
+  ): Promise<{ events: NodeEvent[]; last: number }> {
+    return this.callOn(node, 'events.list', req, signal);
   }
 }

@@ -17,6 +17,8 @@
  * | GET | /dcs/{dc}/processes/{ep}/logs | `dvs logs` |
  * | GET | /processes | every process |
  * | GET | /events, /events/stream | `dvs events`, `dvs events --follow` (SSE) |
+ *
+ * DC isolation, exec and the DVK services (kv, locks, groups, snapshots) are in routes-more.ts.
  */
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type {
@@ -30,6 +32,7 @@ import type { Gauge } from 'prom-client';
 import { dvsError } from '../protocol/errors.js';
 import { buildOpenApi, type RouteDoc } from './openapi.js';
 import type { ClusterOps } from './ops.js';
+import { registerMoreRoutes } from './routes-more.js';
 import {
   AddNodeBody,
   CreateDcBody,
@@ -48,7 +51,7 @@ import {
 } from './schemas.js';
 import type { EventFeed } from './server.js';
 
-type App = FastifyInstance<
+export type App = FastifyInstance<
   RawServerDefault,
   import('node:http').IncomingMessage,
   import('node:http').ServerResponse,
@@ -68,12 +71,12 @@ export interface RouteContext {
 /** Per request: an AbortSignal that fires when the client goes away, so admin calls on its behalf stop too. */
 const SIGNALS = new WeakMap<FastifyRequest, AbortSignal>();
 
-function clientSignal(req: FastifyRequest): AbortSignal {
+export function clientSignal(req: FastifyRequest): AbortSignal {
   return SIGNALS.get(req) ?? new AbortController().signal;
 }
 
 /** A DC path parameter: digits are an id, anything else a name. */
-function dcRef(s: string): string | number {
+export function dcRef(s: string): string | number {
   return /^\d+$/.test(s) ? Number(s) : s;
 }
 
@@ -281,19 +284,23 @@ export function registerRoutes(app: App, ctx: RouteContext): void {
   doc({
     method: 'GET',
     url: `${P}/events`,
-    summary: "This node's event log after `since`",
+    summary: "This node's (or node `node`'s) event log after `since`",
     tag: 'events',
     query: EventsQuery,
   });
   app.get(`${P}/events`, { schema: { querystring: EventsQuery } }, async (req) => {
-    const r = await ops.events(
-      {
-        ...(req.query.since !== undefined ? { since: req.query.since } : {}),
-        ...(req.query.limit !== undefined ? { limit: req.query.limit } : {}),
-      },
-      clientSignal(req),
-    );
-    return { node: ops.self, ...r };
+    const q = {
+      ...(req.query.since !== undefined ? { since: req.query.since } : {}),
+      ...(req.query.limit !== undefined ? { limit: req.query.limit } : {}),
+    };
+    // Another node's log (each node logs what it saw: a failover on the backup's node, an OOM kill where
+    // the process ran), relayed over the node link.
+    const node = req.query.node ?? ops.self;
+    const r =
+      node === ops.self
+        ? await ops.events(q, clientSignal(req))
+        : await ops.nodeEvents(node, q, clientSignal(req));
+    return { node, ...r };
   });
 
   doc({
@@ -309,6 +316,8 @@ export function registerRoutes(app: App, ctx: RouteContext): void {
     const since = req.query.since ?? (Number.isInteger(lastId) && lastId >= 0 ? lastId : undefined);
     stream(req, reply, ctx, since, req.query.overview);
   });
+
+  registerMoreRoutes(app, ops, doc);
 
   const openapi = buildOpenApi(docs);
   app.get(`${P}/openapi.json`, async () => openapi);

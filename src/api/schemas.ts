@@ -37,9 +37,38 @@ export const DcNodeParams = Type.Object(
 );
 export const NodeParams = Type.Object({ node: NodeIdSchema }, strict);
 
+/** One limit as the CLI takes it (`256M`, `0.5`, `50%`, `128`, `10M`; `max` removes it): docs/isolation.md. */
+const LimitValue = Type.String({
+  minLength: 1,
+  maxLength: 32,
+  pattern: '^[0-9A-Za-z.%]+$',
+  description: "e.g. '256M', '0.5', '50%', '128'; 'max' removes the limit",
+});
+
+/** DC limits (`dvs dc create|set --memory --cpus --pids --io-bps --net-bps`). */
+export const LimitsSchema = Type.Object(
+  {
+    memory: Type.Optional(LimitValue),
+    cpus: Type.Optional(LimitValue),
+    pids: Type.Optional(LimitValue),
+    'io-bps': Type.Optional(LimitValue),
+    'net-bps': Type.Optional(LimitValue),
+  },
+  strict,
+);
+
 export const CreateDcBody = Type.Object(
   {
     name: DcNameSchema,
+    limits: Type.Optional(LimitsSchema),
+    lan: Type.Optional(
+      Type.String({
+        minLength: 9,
+        maxLength: 18,
+        pattern: '^[0-9]{1,3}(\\.[0-9]{1,3}){3}/[0-9]{1,2}$',
+        description: "the DC LAN's IPv4 prefix, e.g. 172.31.5.0/24",
+      }),
+    ),
     nodes: Type.Optional(Type.Array(NodeIdSchema, { minItems: 1, maxItems: 1024, uniqueItems: true })),
     id: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
     maxPayload: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_PAYLOAD_LIMIT })),
@@ -80,6 +109,74 @@ export const KillBody = Type.Object(
 
 export const MigrateBody = Type.Object({ to: NodeIdSchema }, strict);
 
+/** `PUT /dcs/{dc}/limits`: the limits to change (absent keys unchanged). */
+export const SetLimitsBody = LimitsSchema;
+
+export const ExecBody = Type.Object(
+  {
+    cmd: Type.Array(Type.String({ minLength: 1, maxLength: 4096 }), { minItems: 1, maxItems: 256 }),
+    node: Type.Optional(NodeIdSchema),
+    env: Type.Optional(Type.Record(Type.String({ maxLength: 256 }), Type.String({ maxLength: 8192 }))),
+    cwd: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })),
+    input: Type.Optional(Type.String({ maxLength: 1 << 16 })),
+    timeoutMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 600_000 })),
+  },
+  strict,
+);
+
+/** `/dcs/{dc}/kv/{key}`: the key is the rest of the path (it may contain '/'). */
+export const DcKeyParams = Type.Object(
+  {
+    dc: Type.String({ minLength: 1, maxLength: 64, description: 'DC name or id' }),
+    '*': Type.String({ minLength: 1, maxLength: 1024, description: 'the key' }),
+  },
+  strict,
+);
+
+/** A kv value: UTF-8 text (`value`) or bytes (`base64`), exactly one. */
+export const KvPutBody = Type.Object(
+  {
+    value: Type.Optional(Type.String({ maxLength: 1 << 20 })),
+    base64: Type.Optional(Type.String({ maxLength: 1_400_000, pattern: '^[A-Za-z0-9+/]*={0,2}$' })),
+  },
+  strict,
+);
+
+export const KvListQuery = Type.Object(
+  {
+    prefix: Type.Optional(Type.String({ maxLength: 1024 })),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000 })),
+  },
+  strict,
+);
+
+/** Snapshot names as the daemon accepts them (src/node/snapshots.ts). */
+export const SnapshotNameSchema = Type.String({
+  minLength: 1,
+  maxLength: 64,
+  pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$',
+  description: 'snapshot name',
+});
+
+export const SnapshotParams = Type.Object({ name: SnapshotNameSchema }, strict);
+
+export const SnapshotCreateBody = Type.Object(
+  {
+    name: Type.Optional(SnapshotNameSchema),
+    timeoutMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 600_000 })),
+  },
+  strict,
+);
+
+export const SnapshotsQuery = Type.Object(
+  { dc: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })) },
+  strict,
+);
+
+export const RestoreBody = Type.Object({ snapshot: SnapshotNameSchema }, strict);
+
+export const ForkBody = Type.Object({ as: DcNameSchema }, strict);
+
 export const LogsQuery = Type.Object(
   {
     offset: Type.Optional(Type.Integer({ minimum: 0 })),
@@ -95,6 +192,7 @@ export const ProcessesQuery = Type.Object(
 
 export const EventsQuery = Type.Object(
   {
+    node: Type.Optional(NodeIdSchema),
     since: Type.Optional(Type.Integer({ minimum: 0, description: 'return events with a larger seq' })),
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
   },

@@ -167,8 +167,10 @@ export function errorAnswer(err: unknown): { status: number; body: ApiErrorBody 
         : typeof params.additionalProperty === 'string'
           ? params.additionalProperty
           : undefined;
-    const field =
-      [path, extra].filter((s) => s !== undefined && s !== '').join('.') || (fe.validationContext ?? 'body');
+    const field = (
+      [path, extra].filter((s) => s !== undefined && s !== '').join('.') ||
+      (fe.validationContext ?? 'body')
+    ).replace(/^\*$/, 'key');
     let reason = v.message ?? 'is invalid';
     if (typeof params.additionalProperty === 'string') reason = 'is not a known field';
     if (typeof params.missingProperty === 'string') reason = 'is required';
@@ -186,6 +188,13 @@ export function errorAnswer(err: unknown): { status: number; body: ApiErrorBody 
   }
   if (err instanceof DvsError) {
     const status = httpStatus(err.code);
+    // A check made by the API itself (limits, LAN prefix) names the field like a schema failure does.
+    const { field, reason, ...rest } = (err.details ?? {}) as Record<string, unknown>;
+    const named =
+      status === 400 && typeof field === 'string' && typeof reason === 'string'
+        ? { field, reason }
+        : undefined;
+    const details = named ? rest : err.details;
     return {
       status,
       body: {
@@ -193,7 +202,8 @@ export function errorAnswer(err: unknown): { status: number; body: ApiErrorBody 
           code: err.code,
           // Internal errors keep their detail in the log only.
           message: status === 500 ? 'internal error (see the daemon log)' : err.message,
-          ...(err.details !== undefined && status !== 500 ? { details: err.details } : {}),
+          ...(named ?? {}),
+          ...(details !== undefined && Object.keys(details).length > 0 && status !== 500 ? { details } : {}),
         },
       },
     };

@@ -11,14 +11,25 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from '@commander-js/extra-typings';
 import { api, dashboard, events } from './commands/api.js';
+import { balance } from './commands/balance.js';
 import { caInit, caToken, durationArg, ipListArg, nameListArg, nodeJoin } from './commands/ca.js';
 import { down, up } from './commands/cluster.js';
 import { dcCreate, dcFreeze, dcList, dcNodes, dcRemove, dcSet, dcShow, dcStats } from './commands/dc.js';
+import { groupList } from './commands/group.js';
 import { migrate } from './commands/migrate.js';
 import { nodeStart } from './commands/node.js';
 import { epList, exec, kill, logs, nodeStatus, ps, run } from './commands/proc.js';
+import {
+  snapshotCreate,
+  snapshotFork,
+  snapshotList,
+  snapshotRemove,
+  snapshotRestore,
+  snapshotShow,
+} from './commands/snapshot.js';
 import { status } from './commands/status.js';
 import { kvGet, kvList, kvPut, kvRemove, lockList } from './commands/svc.js';
+import { top } from './commands/top.js';
 import type { Ctx } from './context.js';
 import { errorLine, type Io, Output } from './output.js';
 import {
@@ -211,6 +222,12 @@ export function buildProgram(io: Io, result: { code: number }): Command {
     .option('--api <HOST:PORT>', 'serve the REST API and the dashboard here (default: off)', hostPortArg)
     .option('--api-token-file <F>', 'file holding the API bearer token (else $DVS_API_TOKEN)')
     .option('--api-insecure-loopback', 'development only: loopback clients of the API need no token')
+    .addOption(
+      new Option(
+        '--isolation <MODE>',
+        'auto: DC processes in containers with cgroup limits when root (else off); off: plain processes',
+      ).choices(['auto', 'off'] as const),
+    )
     .addHelpText(
       'after',
       examples([
@@ -375,16 +392,23 @@ export function buildProgram(io: Io, result: { code: number }): Command {
     .description('run a process bound to an endpoint of a DC')
     .requiredOption('--dc <NAME>', 'DC name or id', dcRefArg)
     .requiredOption('--ep <N>', 'endpoint number', epArg)
-    .option('--node <ID>', "node to run on (default: the DC's lowest node)", nodeIdArg)
+    .option('--node <ID>', 'node to run on (default: the DC node with the most headroom)', nodeIdArg)
     .option('--name <NAME>', 'endpoint name (default ep<N>)')
     .option('--json', 'print {dc, ep, node, pid}', false)
     .option('--wait', "stream the process's output and exit with its exit code", false)
+    .option(
+      '--replicas <N>',
+      'replicas in all, one per node: the primary on --node, backups on the next live nodes of the DC',
+      intArg(1, 65536),
+    )
+    .option('--mode <MODE>', 'replication mode with --replicas: primary-backup (docs/replication.md)')
     .argument('<CMD...>', 'command and arguments (after --)')
     .addHelpText(
       'after',
       examples([
         'dvs run --dc demo --ep 100 -- node server.js',
         'dvs run --dc demo --ep 101 --node 2 --name client --wait -- node client.js 100',
+        'dvs run --dc demo --ep 102 --replicas 3 --mode primary-backup -- node examples/replicated-counter.js',
         '',
         'The process gets DVS_SOCKET, DVS_DC and DVS_ENDPOINT; connect() from the SDK reads them.',
       ]),
@@ -398,6 +422,8 @@ export function buildProgram(io: Io, result: { code: number }): Command {
           wait: o.wait,
           ...(o.node !== undefined ? { node: o.node } : {}),
           ...(o.name !== undefined ? { name: o.name } : {}),
+          ...(o.replicas !== undefined ? { replicas: o.replicas } : {}),
+          ...(o.mode !== undefined ? { mode: o.mode } : {}),
         }),
       ),
     );
@@ -445,6 +471,57 @@ ${examples(['dvs migrate --dc demo --ep 100 --to 1', 'dvs migrate --dc demo --ep
     .action((o) => act(migrate(ctx, { dc: o.dc, ep: o.ep, to: o.to, json: o.json })));
 
   program
+    .command('balance')
+    .description("propose (and with --apply perform) migrations that even out the load of a DC's nodes")
+    .requiredOption('--dc <NAME>', 'DC name or id', dcRefArg)
+    .option('--apply', 'perform the migrations (dvs migrate, one by one)', false)
+    .option('--max-moves <N>', 'at most N migrations (default 8)', intArg(1, 1000))
+    .option('--json', 'print the plan (loads before and after, moves, results) as JSON', false)
+    .addHelpText(
+      'after',
+      `
+Load is the CPU (in cores) of the processes each node runs, from its live load report (dvs node status);
+each process counts at least 0.05 so idle ones are spread by count. Only processes started by dvs run move.
+${examples(['dvs balance --dc demo', 'dvs balance --dc demo --apply', 'dvs balance --dc demo --json'])}`,
+    )
+    .action((o) =>
+      act(
+        balance(ctx, {
+          dc: o.dc,
+          apply: o.apply,
+          json: o.json,
+          ...(o.maxMoves !== undefined ? { maxMoves: o.maxMoves } : {}),
+        }),
+      ),
+    );
+
+  program
+    .command('top')
+    .description('performance per node, DC and endpoint: CPU, memory, messages, bytes, queues, latencies')
+    .option('--dc <NAME>', 'only this DC', dcRefArg)
+    .option('--once', 'print one sample and exit', false)
+    .option('--json', 'print samples as JSON (with --once: one document)', false)
+    .addOption(
+      new Option('--interval <MS>', 'between samples (rates are over it)')
+        .default(1000)
+        .argParser(intArg(50, 3_600_000)),
+    )
+    .addHelpText(
+      'after',
+      examples(['dvs top', 'dvs top --dc demo --interval 2000', 'dvs top --once --json | jq .endpoints']),
+    )
+    .action((o) =>
+      act(
+        top(ctx, {
+          once: o.once,
+          json: o.json,
+          interval: o.interval,
+          ...(o.dc !== undefined ? { dc: o.dc } : {}),
+        }),
+      ),
+    );
+
+  program
     .command('ps')
     .description('processes started by dvs run, on every node (running and recently exited)')
     .option('--dc <NAME>', 'only this DC', dcRefArg)
@@ -486,6 +563,18 @@ ${examples(['dvs migrate --dc demo --ep 100 --to 1', 'dvs migrate --dc demo --ep
     )
     .action((o) => act(epList(ctx, o)));
 
+  const group = program.command('group').description("a DC's process groups (views, ordered multicast)");
+  group
+    .command('ls')
+    .description('groups of a DC as every node sees them: newest view, members, counters')
+    .requiredOption('--dc <NAME>', 'DC name or id', dcRefArg)
+    .option('--json', 'machine-readable output', false)
+    .addHelpText(
+      'after',
+      examples(['dvs group ls --dc demo', "dvs group ls --dc demo --json | jq '.groups[]'"]),
+    )
+    .action((o) => act(groupList(ctx, o)));
+
   const lock = program.command('lock').description("a DC's locks (held by its processes through the SDK)");
   lock
     .command('ls')
@@ -526,6 +615,71 @@ ${examples(['dvs migrate --dc demo --ep 100 --to 1', 'dvs migrate --dc demo --ep
     .option('--json', 'machine-readable output', false)
     .addHelpText('after', examples(['dvs kv ls --dc demo', 'dvs kv ls config/ --dc demo --json']))
     .action((prefix, o) => act(kvList(ctx, prefix, o)));
+
+  const snap = program
+    .command('snapshot')
+    .description('consistent snapshots of a whole DC (states + messages in flight), restore and fork');
+  snap
+    .command('create')
+    .description('record a consistent cut of a running DC (processes declare dvk.onSnapshot hooks)')
+    .requiredOption('--dc <NAME>', 'DC name or id', dcRefArg)
+    .option('--name <NAME>', 'snapshot name (default: DC name and time)')
+    .addOption(new Option('--timeout <MS>', 'fail (ETIMEDOUT) if not complete in this time').argParser(msArg))
+    .option('--json', 'print the snapshot summary as JSON', false)
+    .addHelpText(
+      'after',
+      `
+Every process with onSnapshot hooks records its state and the messages it receives until each peer's
+marker; processes without hooks are recorded as stateless. Participants must keep receiving.
+${examples(['dvs snapshot create --dc ring --name cut1', 'dvs snapshot create --dc ring --json'])}`,
+    )
+    .action((o) =>
+      act(
+        snapshotCreate(ctx, {
+          dc: o.dc,
+          json: o.json,
+          ...(o.name !== undefined ? { name: o.name } : {}),
+          ...(o.timeout !== undefined ? { timeoutMs: o.timeout } : {}),
+        }),
+      ),
+    );
+  snap
+    .command('ls')
+    .description('stored snapshots')
+    .option('--dc <NAME>', 'only snapshots of this DC', dcRefArg)
+    .option('--json', 'machine-readable output', false)
+    .addHelpText('after', examples(['dvs snapshot ls', 'dvs snapshot ls --dc ring --json']))
+    .action((o) => act(snapshotList(ctx, { json: o.json, ...(o.dc !== undefined ? { dc: o.dc } : {}) })));
+  snap
+    .command('show')
+    .description('processes and channels of a snapshot')
+    .argument('<NAME>', 'snapshot name')
+    .option('--json', 'everything, states and payloads in base64', false)
+    .addHelpText('after', examples(['dvs snapshot show cut1', 'dvs snapshot show cut1 --json']))
+    .action((name, o) => act(snapshotShow(ctx, name, o)));
+  snap
+    .command('rm')
+    .description('delete a snapshot')
+    .argument('<NAME>', 'snapshot name')
+    .option('--json', 'print {removed}', false)
+    .addHelpText('after', examples(['dvs snapshot rm cut1']))
+    .action((name, o) => act(snapshotRemove(ctx, name, o)));
+  snap
+    .command('restore')
+    .description("stop a DC's processes and start them again from a snapshot of it")
+    .requiredOption('--dc <NAME>', 'DC name or id', dcRefArg)
+    .requiredOption('--snapshot <NAME>', 'snapshot name')
+    .option('--json', 'print the result as JSON', false)
+    .addHelpText('after', examples(['dvs snapshot restore --dc ring --snapshot cut1']))
+    .action((o) => act(snapshotRestore(ctx, o)));
+  snap
+    .command('fork')
+    .description('start a new DC from a snapshot: same programs, same nodes, in-flight messages again')
+    .requiredOption('--snapshot <NAME>', 'snapshot name')
+    .requiredOption('--as <NAME>', 'name of the new DC')
+    .option('--json', 'print the result as JSON', false)
+    .addHelpText('after', examples(['dvs snapshot fork --snapshot cut1 --as ring2']))
+    .action((o) => act(snapshotFork(ctx, o)));
 
   program
     .command('api')

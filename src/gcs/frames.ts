@@ -17,7 +17,11 @@ import {
 
 const MAX_NODE = 0xffff;
 const MAX_DC = 0xffff;
-const MAX_EP = 0x7ffffffe;
+/**
+ * Members are `(node, ep)` with `ep` any safe integer: the daemon packs the DC into it (endpoint numbers are
+ * unique only inside a DC, and a node keys its local members by `ep`; src/node/gcs-wiring.ts).
+ */
+const MAX_EP = Number.MAX_SAFE_INTEGER;
 
 function isObj(x: unknown): x is Record<string, unknown> {
   return typeof x === 'object' && x !== null && !Array.isArray(x);
@@ -36,7 +40,7 @@ export function isDc(x: unknown): x is number {
   return isCount(x) && x >= 1 && x <= MAX_DC;
 }
 
-/** A valid endpoint number. */
+/** A valid member endpoint number (a safe non-negative integer). */
 export function isEndpoint(x: unknown): x is number {
   return isCount(x) && x <= MAX_EP;
 }
@@ -77,6 +81,10 @@ function isSeqOp(x: unknown): x is SeqOp {
   return isObj(x) && isCount(x.s) && x.s > 0 && isNode(x.n) && isCount(x.i) && isOp(x.op);
 }
 
+function isOrderedOp(e: unknown): boolean {
+  return isObj(e) && isNode(e.n) && isCount(e.i) && isOp(e.op);
+}
+
 function isSeen(x: unknown): boolean {
   return (
     Array.isArray(x) &&
@@ -102,7 +110,8 @@ function isRecovery(x: unknown): x is Recovery {
     isCount(x.stable) &&
     typeof x.full === 'boolean' &&
     Array.isArray(x.ops) &&
-    x.ops.every(isSeqOp)
+    x.ops.every(isSeqOp) &&
+    (x.tail === undefined || (isCount(x.tail) && x.tail > 0))
   );
 }
 
@@ -126,7 +135,8 @@ export function parseFrame(x: unknown): GcsFrame | undefined {
           x.ops.every(isSeqOp) &&
           Array.isArray(x.members) &&
           x.members.every(isRow) &&
-          isSeen(x.seen)
+          isSeen(x.seen) &&
+          (x.pend === undefined || (Array.isArray(x.pend) && x.pend.every(isOrderedOp)))
         );
       case 'install':
         return (
@@ -144,11 +154,7 @@ export function parseFrame(x: unknown): GcsFrame | undefined {
         return isCfg(x.cfg) && isCount(x.inc) && Array.isArray(x.ops) && x.ops.every(isOp);
       case 'ordered':
         return (
-          isCfg(x.cfg) &&
-          isCount(x.first) &&
-          x.first > 0 &&
-          Array.isArray(x.ops) &&
-          x.ops.every((e) => isObj(e) && isNode(e.n) && isCount(e.i) && isOp(e.op))
+          isCfg(x.cfg) && isCount(x.first) && x.first > 0 && Array.isArray(x.ops) && x.ops.every(isOrderedOp)
         );
       case 'ack':
       case 'stable':

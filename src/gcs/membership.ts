@@ -10,12 +10,14 @@
  *   C ──propose{id, nodes}──▶ every P in nodes (C too)
  *        P accepts if id is newer than anything it accepted (else nack{promised}): it stops delivering
  *        and ordering in its old configuration and answers with what it holds
- *   P ──flushOk{id, cfg, old, recv, stable, ops, members}──▶ C
+ *   P ──flushOk{id, cfg, old, recv, stable, ops, members, pend}──▶ C
  *   C, once every P answered: install{id, nodes, members, recover} = for each old configuration, the union
- *        of the ops its movers hold (plus its stability point and whether all its nodes move), and every
- *        node's local members
- *   P: delivers its old configuration's ops up to the highest any mover held (same set for all movers),
- *      then installs `id`: group views are rebuilt from `members` and the unordered ops are resubmitted.
+ *        of the ops its movers hold (plus its stability point and whether all its nodes move), then the
+ *        movers' own unordered ops (`pend`) that no mover processed (the flush tail), and every node's
+ *        local members
+ *   P: delivers its old configuration's ops up to the highest any mover held, then the tail (same set and
+ *      order for all movers), then installs `id`: group views are rebuilt from `members`; ops issued
+ *      while the view was closing are submitted in the new configuration.
  * ```
  * A coordinator whose reachable set changes, or whose round does not finish within the flush timeout,
  * starts over with a newer epoch. A node whose configuration does not match what it can reach, or whose
@@ -29,6 +31,7 @@ import {
   type GcsFrame,
   type MemberRow,
   type NodeId,
+  type OrderedOp,
   type Recovery,
   type Seen,
   type SeqOp,
@@ -75,7 +78,17 @@ export function buildInstall(
   const seen = new Map<NodeId, Seen>();
   const byCfg = new Map<
     string,
-    { cfg: CfgId; stable: number; ops: Map<number, SeqOp>; movers: NodeId[]; old: NodeId[] }
+    {
+      cfg: CfgId;
+      stable: number;
+      recv: number;
+      ops: Map<number, SeqOp>;
+      movers: NodeId[];
+      old: NodeId[];
+      /** What the movers of this configuration processed or hold, per origin. */
+      seen: Map<NodeId, Seen>;
+      pend: OrderedOp[][];
+    }
   >();
   for (const n of nodes) {
     const r = replies.get(n);
@@ -86,19 +99,53 @@ export function buildInstall(
     const key = r.cfg.join('.');
     let e = byCfg.get(key);
     if (e === undefined) {
-      e = { cfg: r.cfg, stable: 0, ops: new Map(), movers: [], old: r.old };
+      e = {
+        cfg: r.cfg,
+        stable: 0,
+        recv: 0,
+        ops: new Map(),
+        movers: [],
+        old: r.old,
+        seen: new Map(),
+        pend: [],
+      };
       byCfg.set(key, e);
     }
     e.stable = Math.max(e.stable, r.stable);
+    e.recv = Math.max(e.recv, r.recv);
     e.movers.push(n);
     for (const op of r.ops) e.ops.set(op.s, op);
+    for (const x of r.seen) mergeSeen(e.seen, x);
+    for (const op of r.ops) mergeSeen(e.seen, [op.n, op.i, op.op.id]);
+    if (r.pend !== undefined && r.pend.length > 0) e.pend.push(r.pend);
   }
-  const recover: Recovery[] = [...byCfg.values()].map((e) => ({
-    cfg: e.cfg,
-    stable: e.stable,
-    full: e.old.every((n) => e.movers.includes(n)),
-    ops: [...e.ops.values()].sort((a, b) => a.s - b.s),
-  }));
+  const recover: Recovery[] = [...byCfg.values()].map((e) => {
+    const ops = [...e.ops.values()].sort((a, b) => a.s - b.s);
+    // The flush tail: each mover's ops that no mover of this configuration processed or holds. They may
+    // have been ordered on the other side of a split (and delivered there, in the same old view), but not
+    // here: delivered here now, in the view they were sent in, rather than resubmitted into the next one
+    // (Spread delivers them in the transitional configuration). Numbered after anything any mover received.
+    let s = Math.max(e.recv, ops.at(-1)?.s ?? 0);
+    const tail = s + 1;
+    for (const list of e.pend)
+      for (const p of list) {
+        const seen = e.seen.get(p.n);
+        if (p.op.k !== 'msg') break;
+        if (seen !== undefined && (p.i < seen[1] || (p.i === seen[1] && p.op.id <= seen[2]))) continue;
+        ops.push({ s: ++s, n: p.n, i: p.i, op: p.op });
+        mergeSeen(e.seen, [p.n, p.i, p.op.id]);
+      }
+    const rec: Recovery = {
+      cfg: e.cfg,
+      stable: e.stable,
+      full: e.old.every((n) => e.movers.includes(n)),
+      ops,
+    };
+    if (s >= tail) rec.tail = tail;
+    return rec;
+  });
+  // Processed now by the movers: their origins must not resubmit them.
+  for (const r of recover) for (const op of r.ops) mergeSeen(seen, [op.n, op.i, op.op.id]);
   const frame: InstallFrame = {
     t: 'install',
     id,

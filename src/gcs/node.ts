@@ -598,7 +598,7 @@ export class GcsNode implements GcsApi {
       const e = s.get(k);
       if (e !== undefined) mergeSeen(seen, [e.n, e.i, e.op.id]);
     }
-    return {
+    const st: FlushState = {
       seen: [...seen.values()],
       cfg: [...s.id],
       old: [...s.nodes],
@@ -607,6 +607,17 @@ export class GcsNode implements GcsApi {
       ops: s.unstable(),
       members: [...rows.values()],
     };
+    // Unordered local ops go to the coordinator: those no mover processed are delivered in this (closing)
+    // configuration, so a sender always gets its own message in the view it sent it in.
+    // Only a prefix of multicasts: joins and leaves are resubmitted (their views must be numbered by one
+    // sequencer), and ops of one origin are processed in id order (`seen`).
+    const pend: OrderedOp[] = [];
+    for (const op of this.pending) {
+      if (op.k !== 'msg') break;
+      pend.push({ n: this.nodeId, i: this.inc, op });
+    }
+    if (pend.length > 0) st.pend = pend;
+    return st;
   }
 
   private install(_now: number, f: InstallFrame): void {
@@ -623,7 +634,8 @@ export class GcsNode implements GcsApi {
           this.io.log?.('error', 'gcs: op missing from the view-change union', { s, cfg: old.id });
           break;
         }
-        this.apply(e, e.op.k === 'msg' && e.op.o === 'safe' && s > stable && !rec.full);
+        const tail = rec.tail !== undefined && s >= rec.tail;
+        this.apply(e, e.op.k === 'msg' && !rec.full && (tail || (e.op.o === 'safe' && s > stable)));
       }
     }
     // Ops of this node that some mover already processed were ordered (and delivered) elsewhere: they are

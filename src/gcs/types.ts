@@ -73,9 +73,11 @@ export type GcsEvent =
       /** The view the message is delivered in (the member's last delivered view). */
       view: ViewId;
       /**
-       * Only for `safe` messages delivered while a view closes after a failure: every member moving on
-       * with the receiver has it, but a member lost with the failure may not (Spread's transitional
-       * configuration). Absent on every other delivery.
+       * Delivered while a view closes after a failure (Spread's transitional configuration): a `safe`
+       * message not known stable, or a message its sender's side never saw ordered (the flush tail: the
+       * sender gets its own message in the view it sent it in). Every member moving on with the receiver
+       * delivers it, in the same order; a member lost with the failure may not have it, or may have it in
+       * another position. Absent on every other delivery.
        */
       transitional?: true;
     }
@@ -145,9 +147,10 @@ export function compareMembers(a: Member, b: Member): number {
 //
 //   view change (coordinator C, every node P of the proposed configuration, C included):
 //     C ──propose{id, nodes}──▶ P                      P stops, answers with what it holds
-//     P ──flushOk{id, cfg, old, recv, stable, ops, members, seen}──▶ C
+//     P ──flushOk{id, cfg, old, recv, stable, ops, members, seen, pend}──▶ C   pend: P's unordered ops
 //     P ──nack{id, promised}──▶ C                      P already accepted a newer proposal
-//     C ──install{id, nodes, members, recover, seen}──▶ P   P delivers the union, then installs `id`
+//     C ──install{id, nodes, members, recover, seen}──▶ P   P delivers the union (and the movers'
+//                                                           unordered ops after it), then installs `id`
 //     P ──wake{}──▶ C                                  "my configuration does not match my reachability"
 //   ordering (in configuration `cfg`, sequencer S = cfg[1]):
 //     P ──submit{cfg, inc, ops}──▶ S                   S numbers them in arrival order
@@ -202,8 +205,13 @@ export interface Recovery {
   stable: number;
   /** Every node of `cfg` moves to the new configuration (no safe op is then transitional). */
   full: boolean;
-  /** The union of the unstable ops the movers held, sorted by `s`. */
+  /**
+   * The union of the unstable ops the movers held, sorted by `s`, then the movers' own unordered ops (the
+   * flush tail: numbered after everything any mover received, by mover node id, each mover's in its order).
+   */
   ops: SeqOp[];
+  /** First `s` of the flush tail in `ops` (absent: no tail). */
+  tail?: number;
 }
 
 export type GcsFrame =
@@ -224,6 +232,12 @@ export type GcsFrame =
       members: MemberRow[];
       /** Per origin node, the newest op it processed. */
       seen: Seen[];
+      /**
+       * Its own ops not seen ordered (oldest first): the coordinator appends those no mover of `cfg`
+       * processed to `cfg`'s recovery, so they are delivered in the view they were sent in (self delivery
+       * across a split). Absent = none.
+       */
+      pend?: OrderedOp[];
     }
   | {
       t: 'install';

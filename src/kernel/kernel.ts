@@ -585,7 +585,7 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi, 
     const dc = this.needDc(dcId);
     if (!isEp(ep) || !isInt(pid)) throw dvsError('EINVAL', `bad endpoint ${ep} or pid ${pid}`);
     const old = dc.eps.get(ep);
-    if (old !== undefined && old.migrating && old.waitBind) {
+    if (old?.migrating && old.waitBind) {
       // The daemon reserves before it spawns the new process, then gives its pid.
       old.pid = pid;
       return;
@@ -699,7 +699,7 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi, 
       if (m.node === NONE) {
         const s = dc.eps.get(m.src);
         if (m.kind === 'post') {
-          if (s !== undefined && s.isLocal) {
+          if (s?.isLocal) {
             s.postAt ??= new Map();
             s.postAt.set(e.ep, to);
           }
@@ -885,7 +885,7 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi, 
     const dc = e.dc;
     const d = dc.eps.get(c.peer);
     e.sendTo = c.peer;
-    if (d !== undefined && d.isLocal && !dc.failover.has(c.peer)) {
+    if (d?.isLocal && !dc.failover.has(c.peer)) {
       c.state = St.Queued;
       c.node = NONE;
       c.rop = 0;
@@ -1906,11 +1906,7 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi, 
       this.finish(c, fail(c.reason));
       return;
     }
-    if (
-      c.state === St.Remote &&
-      (code === 'EDSTDIED' || code === 'ENOTBOUND') &&
-      dc.replicated.has(c.peer)
-    ) {
+    if (c.state === St.Remote && (code === 'EDSTDIED' || code === 'ENOTBOUND') && dc.replicated.has(c.peer)) {
       // The old primary died with our message queued (or it arrived after): replay at its successor.
       this.failoverCall(c, node);
       return;
@@ -2012,15 +2008,11 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi, 
       // The destination migrated here: deliver the bounced post locally (its window slot stays taken).
       const d = dc.eps.get(src);
       s.postAt?.delete(src);
-      if (
-        d !== undefined &&
-        d.isLocal &&
-        this.enqueuePost(d, new Msg(dst, 'post', f.type, f.payload, null, NONE, 0))
-      ) {
+      if (d?.isLocal && this.enqueuePost(d, new Msg(dst, 'post', f.type, f.payload, null, NONE, 0))) {
         return;
       }
       settlePosts(s, src, 1);
-      const why = d !== undefined && d.isLocal ? 'ENOSPC' : 'ENOTBOUND';
+      const why = d?.isLocal ? 'ENOSPC' : 'ENOTBOUND';
       this.io.toProc(s.proc.id, { ev: 'postFailed', dst: src, code: why, n: 1 });
       return;
     }

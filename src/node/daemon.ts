@@ -35,16 +35,22 @@ import { DvsError, dvsError } from '../protocol/errors.js';
 import { LinkManager } from '../proxy/links.js';
 import { ClusterWiring } from './cluster.js';
 import { EventLog } from './events.js';
+import { GcsWiring } from './gcs-wiring.js';
 import { IsolationWiring } from './isolation-wiring.js';
 import { type AdminContext, LocalServer } from './local-server.js';
-import { createRegistry, MetricsServer } from './metrics.js';
+import { createRegistry, IpcStats, MetricsServer, monitorSnapshot, registerIpcMetrics } from './metrics.js';
 import { Migrations } from './migration.js';
 import { NodeRpc, type NodeRpcHandler } from './node-rpc.js';
 import type { NodeOptions } from './options.js';
 import { ProcessManager } from './processes.js';
+import { Replication } from './replication.js';
+import { LoadMonitor } from './scheduler.js';
 import { ServiceRegistry } from './services.js';
+import { Snapshots } from './snapshots.js';
 import { parseStoreSpec } from './store-spec.js';
+import { DsmServices } from './svc-dsm.js';
 import { FailureDetector } from './svc-fd.js';
+import { SlotsServices } from './svc-slots.js';
 import { StoreServices } from './svc-store.js';
 
 /** Moved to src/cluster/dc-config.ts so the cluster services can use it without the daemon. */
@@ -96,12 +102,26 @@ class Daemon implements NodeDaemon {
   private readonly nodeMethods = new Map<string, NodeRpcHandler>();
   /** Live migration of endpoints to and from this node (src/node/migration.ts). */
   private readonly migrations: Migrations;
+  /** Primary-backup replicated endpoints and their failover (src/node/replication.ts). */
+  private readonly replication: Replication;
+  /** Chandy–Lamport snapshots of DCs, restore and fork (src/node/snapshots.ts). */
+  private readonly snapshots: Snapshots;
   /** DVK services offered to processes and the CLI beside the fixed admin methods (src/node/services.ts). */
   private readonly services = new ServiceRegistry();
   /** kv, locks, election, consensus for processes and the CLI (src/node/svc-store.ts; EUNAVAIL without a store). */
   private readonly storeServices: StoreServices;
   /** Node and endpoint failure detection for processes and the CLI (src/node/svc-fd.ts). */
   private readonly fd: FailureDetector;
+  /** Distributed shared memory for processes and the CLI (src/node/svc-dsm.ts). */
+  private readonly dsm: DsmServices;
+  /** CPU and memory of the host and of the processes started here (`status.load`, src/node/scheduler.ts). */
+  private readonly loadMonitor: LoadMonitor;
+  /** Bytes and call latencies per local endpoint (`dvs top`, dvs_endpoint_* metrics). */
+  private readonly ipcStats: IpcStats;
+  /** Group communication: one GcsNode over the node links, `group.*` services (src/node/gcs-wiring.ts). */
+  private readonly groups: GcsWiring;
+  /** SLOTS per hosted DC over the GCS, `slots.*` services (src/node/svc-slots.ts). */
+  private readonly slots: SlotsServices;
   private readonly metrics: MetricsServer | undefined;
   /** The metrics registry (with `--metrics`); the API adds its `dvs_api_*` metrics to it. */
   private readonly registry: Registry | undefined;
@@ -131,7 +151,10 @@ class Daemon implements NodeDaemon {
     this.events = new EventLog({ node: opts.nodeId });
     // The kernel's sink: each effect goes to the component that owns that side of the world.
     const io: KernelIO = {
-      complete: (proc, callId, result) => this.local.complete(proc, callId, result),
+      complete: (proc, callId, result) => {
+        this.ipcStats.complete(proc, callId, result);
+        this.local.complete(proc, callId, result);
+      },
       toProc: (proc, ev) => this.local.toProc(proc, ev),
       toNode: (node, frame) => this.links.send(node, frame),
       log: (level, msg, fields) => this.logger[level]({ component: 'kernel', ...fields }, msg),
@@ -142,6 +165,7 @@ class Daemon implements NodeDaemon {
       io.onLocalUnbind = (dc, ep) => this.cluster?.localUnbind(dc, ep);
     }
     this.kernel = new Kernel({ nodeId: opts.nodeId, io });
+    this.ipcStats = new IpcStats(this.kernel);
 
     this.isolation = new IsolationWiring({
       nodeId: opts.nodeId,
@@ -165,10 +189,12 @@ class Daemon implements NodeDaemon {
     this.local = new LocalServer({
       path: opts.socket,
       // A process in a container reports the pid it sees there; the kernel keeps host pids.
-      kernel: this.isolation.kernelView(this.kernel, (dc, ep, pid) => {
-        const info = this.processes.get(dc, ep);
-        return info?.exit === null && info.containerPid === pid ? info.pid : pid;
-      }),
+      kernel: this.ipcStats.wrap(
+        this.isolation.kernelView(this.kernel, (dc, ep, pid) => {
+          const info = this.processes.get(dc, ep);
+          return info?.exit === null && info.containerPid === pid ? info.pid : pid;
+        }),
+      ),
       logger: this.logger,
       admin: (method, params, ctx) => this.admin(method, params, ctx),
     });
@@ -194,6 +220,25 @@ class Daemon implements NodeDaemon {
     });
     this.migrations.registerServices(this.services);
     for (const [m, h] of Object.entries(this.migrations.nodeMethods())) this.nodeMethods.set(m, h);
+    this.replication = new Replication({
+      nodeId: opts.nodeId,
+      kernel: this.kernel,
+      nodeRpc: this.nodeRpc,
+      processes: this.processes,
+      cluster: () => this.cluster,
+      events: this.events,
+      logger: this.logger,
+      linkUp: (node) => this.linksUp.has(node),
+      processEnv: (_dc, dcName, ep) => ({
+        DVS_SOCKET: this.opts.socket,
+        DVS_DC: dcName,
+        DVS_ENDPOINT: String(ep),
+        DVS_NODE: String(this.nodeId),
+      }),
+      runLocal: (params) => this.run(params),
+    });
+    this.replication.registerServices(this.services);
+    for (const [m, h] of Object.entries(this.replication.nodeMethods())) this.nodeMethods.set(m, h);
     this.links = new LinkManager({
       nodeId: opts.nodeId,
       name: this.name,
@@ -209,6 +254,7 @@ class Daemon implements NodeDaemon {
           // Cluster store and daemon-to-daemon traffic ride the link but are not the kernel's business.
           if (frame.t === 'store') this.cluster?.onStoreFrame(node, frame);
           else if (frame.t === 'rpc') this.nodeRpc.onFrame(node, frame);
+          else if (frame.t === 'gcs') this.groups.onFrame(node, frame);
           else this.kernel.fromNode(Date.now(), node, frame);
         },
         nodeUp: (node) => {
@@ -218,6 +264,7 @@ class Daemon implements NodeDaemon {
           this.kernel.nodeUp(Date.now(), node);
           this.cluster?.linkUp(node);
           this.fd.nodeUp(node);
+          this.groups.nodeUp(node);
         },
         nodeDown: (node) => {
           this.logger.warn({ peer: node }, 'node down');
@@ -225,8 +272,11 @@ class Daemon implements NodeDaemon {
           this.linksUp.delete(node);
           this.kernel.nodeDown(Date.now(), node);
           this.nodeRpc.nodeDown(node);
+          this.replication.nodeDown(node);
           this.cluster?.linkDown(node);
           this.fd.nodeDown(node);
+          this.dsm.nodeDown(node);
+          this.groups.nodeDown(node);
         },
       },
     });
@@ -249,12 +299,15 @@ class Daemon implements NodeDaemon {
         stopDcProcesses: (dc) => this.stopDcProcesses(dc),
         // The container comes with the DC, with the limits and LAN kept in the store; a container a
         // crashed predecessor left is adopted here.
-        onDcCreated: (cfg) =>
+        onDcCreated: (cfg) => {
+          // Logged where the DC is applied (the writer logs the store write); `applied` tells them apart.
+          this.events.emit('dc.created', `dc ${cfg.name}`, { dc: cfg.id, nodes: cfg.nodes, applied: true });
           void this.isolation
             .ensureFromStore(cfg)
             .catch((e: unknown) =>
               this.logger.error({ err: e, dc: cfg.id }, 'cannot set up the DC container'),
-            ),
+            );
+        },
         ttlSeconds,
         takeoverWaitMs: opts.storeTakeoverWaitMs ?? ttlSeconds * 1000 + 1000,
         address: () => this.links.address,
@@ -273,6 +326,17 @@ class Daemon implements NodeDaemon {
         })
       : undefined;
     this.metrics = opts.metrics && this.registry ? new MetricsServer(opts.metrics, this.registry) : undefined;
+    if (this.registry) {
+      registerIpcMetrics(this.registry, {
+        endpoints: () =>
+          this.kernel
+            .listDcs()
+            .flatMap((dc) =>
+              this.kernel.endpoints(dc.id).filter((e) => e.node === this.nodeId && e.kind !== 'remote'),
+            ),
+        ipc: this.ipcStats,
+      });
+    }
     const resolveDc = (ref: DcId | string) => this.resolveServiceDc(ref);
     this.storeServices = new StoreServices({
       store: () => this.cluster?.clusterStore,
@@ -300,6 +364,79 @@ class Daemon implements NodeDaemon {
       ...(this.registry ? { registry: this.registry } : {}),
     });
     this.fd.register(this.services);
+    this.dsm = new DsmServices({
+      nodeId: opts.nodeId,
+      call: (node, method, params, o) => this.nodeRpc.call(node, method, params, o),
+      dcNodes: (dc) => this.kernel.findDc(dc)?.nodes,
+      resolveDc,
+      logger: this.logger,
+      ...(this.registry ? { registry: this.registry } : {}),
+    });
+    this.dsm.register(this.services);
+    this.loadMonitor = new LoadMonitor({
+      processes: () =>
+        this.processes
+          .list()
+          .filter((p) => p.exit === null)
+          .map((p) => ({ dc: p.dc, ep: p.ep, pid: p.pid })),
+      logger: this.logger,
+      ...(this.registry ? { registry: this.registry } : {}),
+    });
+    // `dvs top`: this node's endpoints with their counters, bytes, latencies and process usage.
+    this.services.register('monitor.snapshot', () =>
+      monitorSnapshot({
+        nodeId: this.nodeId,
+        kernel: this.kernel,
+        ipc: this.ipcStats,
+        procs: this.loadMonitor.load().procs,
+      }),
+    );
+    for (const [m, h] of Object.entries(this.dsm.nodeMethods())) this.nodeMethods.set(m, h);
+    const adminCtx = (signal: AbortSignal): AdminContext => ({
+      signal,
+      caller: undefined,
+      push: () => false,
+      onClose: () => undefined,
+    });
+    this.snapshots = new Snapshots({
+      nodeId: opts.nodeId,
+      kernel: this.kernel,
+      nodeRpc: this.nodeRpc,
+      processes: this.processes,
+      cluster: () => this.cluster,
+      events: this.events,
+      logger: this.logger,
+      dataDir: opts.dataDir,
+      admin: (node, method, params, signal) =>
+        node === this.nodeId
+          ? this.admin(method, params, adminCtx(signal))
+          : this.nodeRpc.call(node, 'admin', { method, params }, { signal, timeout: 30_000 }),
+      peers: () => opts.peers.filter((p) => p.id !== opts.nodeId).map((p) => p.id),
+      ...(this.registry ? { registry: this.registry } : {}),
+    });
+    this.snapshots.registerServices(this.services);
+    for (const [m, h] of Object.entries(this.snapshots.nodeMethods())) this.nodeMethods.set(m, h);
+    this.groups = new GcsWiring({
+      nodeId: opts.nodeId,
+      // The core needs an incarnation that grows across restarts: the start time in ms.
+      incarnation: this.startedAt,
+      send: (node, frame) => this.links.send(node, frame),
+      resolveDc,
+      logger: this.logger,
+      ...(this.registry ? { registry: this.registry } : {}),
+      onConfig: (cfg, nodes) => this.events.emit('gcs.config', `gcs ${cfg.join('.')}`, { cfg, nodes }),
+    });
+    this.groups.register(this.services);
+    this.slots = new SlotsServices({
+      nodeId: opts.nodeId,
+      dataDir: opts.dataDir,
+      gcs: this.groups,
+      dcs: () => this.kernel.listDcs(),
+      resolveDc,
+      logger: this.logger,
+      ...(this.registry ? { registry: this.registry } : {}),
+    });
+    this.slots.register(this.services);
   }
 
   /** A DC named by a service call: hosted here, or (with a store) known to the cluster's DC registry. */
@@ -325,6 +462,8 @@ class Daemon implements NodeDaemon {
     // After the socket (containers get a link to it); before the store, whose DCs adopt containers.
     await this.isolation.start();
     await this.links.start();
+    await this.groups.start();
+    await this.slots.start();
     // After the links: a store hosted by another node is reached over them, and the registration carries
     // the bound link address.
     await this.cluster?.start();
@@ -332,6 +471,8 @@ class Daemon implements NodeDaemon {
     await this.isolation.finishStart();
     await this.storeServices.start();
     await this.fd.start();
+    await this.dsm.start();
+    await this.loadMonitor.start();
     await this.metrics?.start();
     await this.startApi();
     this.logger.info(
@@ -358,6 +499,8 @@ class Daemon implements NodeDaemon {
     const steps: [string, () => Promise<void>][] = [
       ['api', async () => this.api?.stop()],
       ['metrics', async () => this.metrics?.stop()],
+      ['load monitor', () => this.loadMonitor.stop()],
+      ['dsm', () => this.dsm.stop()],
       ['failure detector', () => this.fd.stop()],
       // Before the store: held locks and leaderships are released while it is still reachable.
       ['store services', () => this.storeServices.stop()],
@@ -366,7 +509,11 @@ class Daemon implements NodeDaemon {
       // A clean stop leaves no container behind (a crash leaves them for the next daemon to adopt).
       ['isolation', () => this.isolation.stop({ remove: true })],
       ['migrations', async () => this.migrations.stop()],
+      ['replication', async () => this.replication.stop()],
+      ['snapshots', async () => this.snapshots.stop()],
       ['node rpc', async () => this.nodeRpc.stop()],
+      ['slots', () => this.slots.stop()],
+      ['groups', () => this.groups.stop()],
       ['links', () => this.links.stop()],
       ['local socket', () => this.local.stop()],
     ];
@@ -456,6 +603,7 @@ class Daemon implements NodeDaemon {
       endpoints: eps.local,
       ...(this.cluster ? { cluster: this.cluster.status() } : {}),
       isolation: this.isolation.status(),
+      load: this.loadMonitor.load(),
     };
   }
 
@@ -503,12 +651,23 @@ class Daemon implements NodeDaemon {
       signal: info.exit?.signal ?? null,
       ...(info.exit?.oomKilled ? { oomKilled: true, reason: info.exit.reason } : {}),
     });
+    // Its own kind too, so the event log and the dashboard can single OOM kills out.
+    if (info.exit?.oomKilled) {
+      this.events.emit('oom', `${info.dcName}/${info.ep}`, {
+        dc: info.dc,
+        ep: info.ep,
+        pid: info.pid,
+        ...(info.exit.reason !== undefined ? { reason: info.exit.reason } : {}),
+      });
+    }
     const row = this.kernel.findDc(info.dc)
       ? this.kernel.endpoints(info.dc).find((e) => e.ep === info.ep && e.node === this.nodeId)
       : undefined;
     // In a container the kernel knows the process by the pid it sees itself.
     if (row && (row.pid === info.pid || row.pid === info.containerPid))
       this.kernel.unbind(Date.now(), info.dc, info.ep);
+    // A replicated primary fails over (its callers are held by the kernel); a backup leaves its group.
+    this.replication.onProcessExit(info);
   }
 
   /** The admin RPC (src/protocol/admin.ts). Each method validates its params: they come from a socket. */
@@ -587,6 +746,9 @@ class Daemon implements NodeDaemon {
       case 'dc.list':
         return this.kernel.listDcs();
       case 'proc.run':
+        if (p.replicas !== undefined || p.mode !== undefined) {
+          return this.replication.run({ ...p, ep: endpointParam(p.ep), replicas: p.replicas ?? 1 }, signal);
+        }
         return this.run(p);
       case 'proc.kill': {
         const dc = this.dc(dcRef(p.dc));
@@ -634,8 +796,10 @@ class Daemon implements NodeDaemon {
         const max = p.max === undefined ? undefined : numberParam(p.max, 'max', 1, 1 << 20);
         return this.processes.readLog(dc.id, endpointParam(p.ep), offset, max);
       }
-      case 'ep.list':
-        return this.kernel.endpoints(this.dc(dcRef(p.dc)).id);
+      case 'ep.list': {
+        const dc = this.dc(dcRef(p.dc)).id;
+        return this.replication.decorate(dc, this.kernel.endpoints(dc));
+      }
       case 'events.list': {
         const since =
           p.since === undefined ? undefined : numberParam(p.since, 'since', 0, Number.MAX_SAFE_INTEGER);
@@ -666,7 +830,8 @@ class Daemon implements NodeDaemon {
             { signal, timeout: 30_000 },
           );
         }
-        return this.migrations.migrate(dc.id, ep, to, signal);
+        // Not while a snapshot or restore of the DC runs here (and a snapshot waits for none to be moving).
+        return this.snapshots.duringMigration(dc.id, () => this.migrations.migrate(dc.id, ep, to, signal));
       }
       case 'node.call': {
         // An admin call run by another node (the CLI or the API asking about, or acting on, that node).

@@ -8,6 +8,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
+import type { CallId, CallResult, DcId, Endpoint, EndpointInfo, KernelApi, ProcId } from '../kernel/types.js';
 import type { LinkInfo } from '../protocol/admin.js';
 import { parseHostPort } from '../transport/net.js';
 
@@ -222,4 +223,287 @@ export class MetricsServer {
     s.closeAllConnections();
     await new Promise<void>((resolve) => s.close(() => resolve()));
   }
+}
+
+// ---------------------------------------------------------------------------- per-endpoint IPC statistics
+
+/** Calls whose duration is a latency worth reporting (a receive's duration is idle time, not latency). */
+const TIMED_OPS = ['send', 'sendrec', 'vcopy'] as const;
+type TimedOp = (typeof TIMED_OPS)[number];
+
+/** What {@link IpcStats} counts for one local endpoint (since it was bound in this daemon run). */
+export interface EndpointIpcStats {
+  dc: DcId;
+  ep: Endpoint;
+  /** Payload bytes sent (send, sendrec, reply, post) and received (receive results and receive-ahead). */
+  bytesSent: number;
+  bytesReceived: number;
+  /** Calls that failed (any op). */
+  errors: number;
+  /** Per timed op: completed calls, total and largest duration in ms. */
+  latency: Record<TimedOp, { count: number; totalMs: number; maxMs: number }>;
+}
+
+interface EpStats extends EndpointIpcStats {
+  /** Call start times (performance.now) by call id, for the timed ops. */
+  pending: Map<CallId, { t: number; op: TimedOp }>;
+}
+
+/**
+ * Per-endpoint byte counts and call latencies, measured where calls enter and leave the kernel (the daemon
+ * wraps the kernel its LocalServer drives and the kernel's `complete` sink): a Map lookup and a clock read
+ * per call, nothing per post beyond adding its length. Kept per process session; forgotten at detach.
+ */
+export class IpcStats {
+  private readonly byProc = new Map<ProcId, EpStats>();
+
+  constructor(private readonly kernel: Pick<KernelApi, 'procEndpoint'>) {}
+
+  /** `inner` with call, post, receiveAhead and detach observed (other methods untouched). */
+  wrap(inner: KernelApi): KernelApi {
+    const w = Object.create(inner) as KernelApi;
+    w.call = (now, proc, callId, call) => {
+      const s = this.stats(proc);
+      if (s !== undefined) {
+        if ('payload' in call) s.bytesSent += call.payload.length;
+        if (call.op === 'send' || call.op === 'sendrec' || call.op === 'vcopy') {
+          s.pending.set(callId, { t: performance.now(), op: call.op });
+        }
+      }
+      inner.call(now, proc, callId, call);
+    };
+    w.post = (now, proc, dst, type, payload) => {
+      const s = this.stats(proc);
+      if (s !== undefined) s.bytesSent += payload.length;
+      inner.post(now, proc, dst, type, payload);
+    };
+    w.receiveAhead = (now, proc, src, limit) => {
+      const got = inner.receiveAhead(now, proc, src, limit);
+      if (got.length > 0) {
+        const s = this.stats(proc);
+        if (s !== undefined) for (const m of got) s.bytesReceived += m.payload.length;
+      }
+      return got;
+    };
+    w.detach = (now, proc) => {
+      this.byProc.delete(proc);
+      inner.detach(now, proc);
+    };
+    return w;
+  }
+
+  /** Call `callId` of `proc` completed (the kernel's complete sink). */
+  complete(proc: ProcId, callId: CallId, result: CallResult): void {
+    const s = this.byProc.get(proc);
+    if (s === undefined) return;
+    if (!result.ok) s.errors++;
+    else if (result.msg !== undefined) s.bytesReceived += result.msg.payload.length;
+    const p = s.pending.get(callId);
+    if (p === undefined) return;
+    s.pending.delete(callId);
+    const ms = performance.now() - p.t;
+    const l = s.latency[p.op];
+    l.count++;
+    l.totalMs += ms;
+    if (ms > l.maxMs) l.maxMs = ms;
+  }
+
+  /** Stats of the endpoints attached now (a copy). */
+  list(): EndpointIpcStats[] {
+    return [...this.byProc.values()].map(({ pending: _p, latency, ...rest }) => ({
+      ...rest,
+      latency: {
+        send: { ...latency.send },
+        sendrec: { ...latency.sendrec },
+        vcopy: { ...latency.vcopy },
+      },
+    }));
+  }
+
+  private stats(proc: ProcId): EpStats | undefined {
+    let s = this.byProc.get(proc);
+    if (s !== undefined) return s;
+    const at = this.kernel.procEndpoint(proc);
+    if (at === undefined) return undefined;
+    s = {
+      dc: at.dc,
+      ep: at.ep,
+      bytesSent: 0,
+      bytesReceived: 0,
+      errors: 0,
+      latency: {
+        send: { count: 0, totalMs: 0, maxMs: 0 },
+        sendrec: { count: 0, totalMs: 0, maxMs: 0 },
+        vcopy: { count: 0, totalMs: 0, maxMs: 0 },
+      },
+      pending: new Map(),
+    };
+    this.byProc.set(proc, s);
+    return s;
+  }
+}
+
+/**
+ * Per-DC and per-endpoint IPC metrics: messages and queue depths (kernel counters of the local endpoints),
+ * bytes and call latencies ({@link IpcStats}). Label cardinality grows with the local endpoints.
+ */
+export function registerIpcMetrics(
+  registry: Registry,
+  src: { endpoints(): EndpointInfo[]; ipc: IpcStats },
+): void {
+  const registers = [registry];
+  const ep = (e: { dc: DcId; ep: Endpoint }) => ({ dc: String(e.dc), ep: String(e.ep) });
+  new Counter({
+    name: 'dvs_endpoint_messages_total',
+    help: 'Messages sent and received by a local endpoint',
+    labelNames: ['dc', 'ep', 'direction'],
+    registers,
+    collect() {
+      this.reset();
+      for (const e of src.endpoints()) {
+        this.inc({ ...ep(e), direction: 'sent' }, e.counters.lclSent + e.counters.rmtSent);
+        this.inc({ ...ep(e), direction: 'received' }, e.counters.received);
+      }
+    },
+  });
+  new Gauge({
+    name: 'dvs_endpoint_queue_depth',
+    help: "Messages waiting in a local endpoint's inbox",
+    labelNames: ['dc', 'ep'],
+    registers,
+    collect() {
+      this.reset();
+      for (const e of src.endpoints()) this.set(ep(e), e.queued);
+    },
+  });
+  new Gauge({
+    name: 'dvs_dc_queue_depth',
+    help: "Messages waiting in the inboxes of a DC's local endpoints",
+    labelNames: ['dc'],
+    registers,
+    collect() {
+      this.reset();
+      const by = new Map<DcId, number>();
+      for (const e of src.endpoints()) by.set(e.dc, (by.get(e.dc) ?? 0) + e.queued);
+      for (const [dc, n] of by) this.set({ dc: String(dc) }, n);
+    },
+  });
+  new Counter({
+    name: 'dvs_endpoint_bytes_total',
+    help: 'Payload bytes sent and received by a local endpoint',
+    labelNames: ['dc', 'ep', 'direction'],
+    registers,
+    collect() {
+      this.reset();
+      for (const s of src.ipc.list()) {
+        this.inc({ ...ep(s), direction: 'sent' }, s.bytesSent);
+        this.inc({ ...ep(s), direction: 'received' }, s.bytesReceived);
+      }
+    },
+  });
+  new Counter({
+    name: 'dvs_endpoint_calls_total',
+    help: 'Completed send, sendrec and vcopy calls of a local endpoint',
+    labelNames: ['dc', 'ep', 'op'],
+    registers,
+    collect() {
+      this.reset();
+      for (const s of src.ipc.list()) {
+        for (const op of TIMED_OPS) this.inc({ ...ep(s), op }, s.latency[op].count);
+      }
+    },
+  });
+  new Counter({
+    name: 'dvs_endpoint_call_duration_seconds_total',
+    help: 'Time spent in completed send, sendrec and vcopy calls (divide by dvs_endpoint_calls_total)',
+    labelNames: ['dc', 'ep', 'op'],
+    registers,
+    collect() {
+      this.reset();
+      for (const s of src.ipc.list()) {
+        for (const op of TIMED_OPS) this.inc({ ...ep(s), op }, s.latency[op].totalMs / 1000);
+      }
+    },
+  });
+}
+
+/** One local endpoint as `dvs top` shows it: kernel counters, IPC stats, and its process's usage. */
+export interface EndpointSnapshot {
+  dc: DcId;
+  dcName: string;
+  ep: Endpoint;
+  name: string;
+  pid: number;
+  flags: string[];
+  queued: number;
+  pendingNotify: number;
+  sent: number;
+  received: number;
+  notifies: number;
+  copyBytes: number;
+  bytesSent: number;
+  bytesReceived: number;
+  errors: number;
+  /** Per timed op (send, sendrec, vcopy): completed calls, mean and largest duration, ms. */
+  latency: Record<string, { count: number; avgMs: number; maxMs: number }>;
+  /** CPU in cores and resident bytes of its process, when this node started it (dvs run). */
+  cpu: number | null;
+  rssBytes: number | null;
+}
+
+/** What the `monitor.snapshot` service returns: one node's view for `dvs top`. */
+export interface MonitorSnapshot {
+  node: number;
+  time: number;
+  endpoints: EndpointSnapshot[];
+}
+
+/** Build a node's {@link MonitorSnapshot} from its kernel, its IPC stats and its latest load sample. */
+export function monitorSnapshot(src: {
+  nodeId: number;
+  kernel: Pick<KernelApi, 'listDcs' | 'endpoints'>;
+  ipc: IpcStats;
+  procs: readonly { dc: DcId; ep: Endpoint; cpu: number; rssBytes: number }[];
+}): MonitorSnapshot {
+  const ipc = new Map(src.ipc.list().map((s) => [`${s.dc}/${s.ep}`, s]));
+  const procs = new Map(src.procs.map((p) => [`${p.dc}/${p.ep}`, p]));
+  const endpoints: EndpointSnapshot[] = [];
+  for (const dc of src.kernel.listDcs()) {
+    for (const e of src.kernel.endpoints(dc.id)) {
+      if (e.node !== src.nodeId || e.kind === 'remote') continue;
+      const k = `${e.dc}/${e.ep}`;
+      const s = ipc.get(k);
+      const p = procs.get(k);
+      const latency: EndpointSnapshot['latency'] = {};
+      for (const op of TIMED_OPS) {
+        const l = s?.latency[op];
+        latency[op] = {
+          count: l?.count ?? 0,
+          avgMs: l && l.count > 0 ? Math.round((l.totalMs / l.count) * 1000) / 1000 : 0,
+          maxMs: l ? Math.round(l.maxMs * 1000) / 1000 : 0,
+        };
+      }
+      endpoints.push({
+        dc: e.dc,
+        dcName: dc.name,
+        ep: e.ep,
+        name: e.name,
+        pid: e.pid,
+        flags: e.flags,
+        queued: e.queued,
+        pendingNotify: e.pendingNotify,
+        sent: e.counters.lclSent + e.counters.rmtSent,
+        received: e.counters.received,
+        notifies: e.counters.notifies,
+        copyBytes: e.counters.copyBytes,
+        bytesSent: s?.bytesSent ?? 0,
+        bytesReceived: s?.bytesReceived ?? 0,
+        errors: s?.errors ?? 0,
+        latency,
+        cpu: p?.cpu ?? null,
+        rssBytes: p?.rssBytes ?? null,
+      });
+    }
+  }
+  return { node: src.nodeId, time: Date.now(), endpoints };
 }

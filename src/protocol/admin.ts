@@ -64,6 +64,44 @@ export interface NodeStatus {
   cluster?: ClusterStatus;
   /** How this node isolates DC processes (docs/isolation.md); absent on daemons without the wiring. */
   isolation?: IsolationStatus;
+  /** Live CPU and memory usage (docs/scheduling.md); absent on daemons without the load monitor. */
+  load?: NodeLoad;
+}
+
+/**
+ * A node's load, sampled by its daemon every second (src/node/scheduler.ts): what placement (`dvs run`
+ * without `--node`), `dvs balance` and `dvs top` use. CPU figures are over the last sample interval.
+ */
+export interface NodeLoad {
+  /** The machine (its /etc/machine-id, else its host name): daemons on one host share its CPU and memory. */
+  host: string;
+  /** CPUs of the host. */
+  cpus: number;
+  /** Fraction (0..1) of the host's CPU time that was busy. */
+  cpuBusy: number;
+  /** The host's 1-minute load average. */
+  loadAvg1: number;
+  memTotalBytes: number;
+  /** Memory the host can still give to new work (MemAvailable). */
+  memAvailableBytes: number;
+  /** The daemon itself: CPU in cores, resident memory in bytes. */
+  daemonCpu: number;
+  daemonRssBytes: number;
+  /** Running processes this node started (`dvs run`, migrations in), with their usage. */
+  procs: ProcLoad[];
+  /** When sampled (ms since the epoch, this node's clock) and over how long, ms. */
+  sampledAt: number;
+  intervalMs: number;
+}
+
+/** Usage of one process a node started. */
+export interface ProcLoad {
+  dc: DcId;
+  ep: Endpoint;
+  pid: number;
+  /** CPU in cores (1 = one CPU busy the whole interval). */
+  cpu: number;
+  rssBytes: number;
 }
 
 /** A node's isolation mode, as `status` reports it. */
@@ -175,6 +213,17 @@ export interface ClusterMember {
   self: boolean;
 }
 
+/** A replicated endpoint's group (`proc.run` with `replicas`; docs/replication.md). */
+export interface ReplicaGroupInfo {
+  mode: 'primary-backup';
+  /** Node of the primary (the endpoint's location). */
+  primary: NodeId;
+  /** Nodes of the backups, in promotion order (the first live one takes over). */
+  backups: NodeId[];
+  /** Bumped at every promotion. */
+  epoch: number;
+}
+
 /** Result of `proc.migrate`. */
 export interface MigrationResult {
   dc: DcId;
@@ -258,8 +307,13 @@ export interface AdminMethods {
       cmd: string[];
       env?: Record<string, string>;
       cwd?: string;
+      /** Replicas in all (primary included), one per node: the primary here, backups on other DC nodes. */
+      replicas?: number;
+      /** Replication mode with `replicas` (default and only one so far: primary-backup). */
+      mode?: 'primary-backup';
     };
-    result: ProcessInfo;
+    /** `replicas` is set for a replicated run: the group (the result's process is the primary). */
+    result: ProcessInfo & { replicas?: ReplicaGroupInfo };
   };
   /** Signal the process bound to `ep` (default SIGTERM, then SIGKILL after `graceMs`). */
   'proc.kill': {
@@ -285,7 +339,11 @@ export interface AdminMethods {
     result: { data: Uint8Array; offset: number; running: boolean };
   };
   /** Endpoint table of a DC on this node (local and remote rows). */
-  'ep.list': { params: { dc: DcId | string }; result: EndpointInfo[] };
+  'ep.list': {
+    params: { dc: DcId | string };
+    /** Replicated endpoints: `role` on the primary's row and on one row per backup (its node), with the group. */
+    result: (EndpointInfo & { role?: 'primary' | 'backup'; replicas?: ReplicaGroupInfo })[];
+  };
   /** This node's event log after `since` (a seq; default 0), oldest first, at most `limit` (default 1000).
    *  `last` is the newest seq logged so far (pass it as the next `since`). */
   'events.list': {

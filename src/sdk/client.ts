@@ -26,6 +26,9 @@ import type { HelloOkFrame, ProcFrame, ResultFrame } from '../protocol/proc-fram
 import { FLAG_NOWAIT, PROC_OPS } from '../protocol/proc-frames.js';
 import type { ConnectTimeoutOptions } from './conn.js';
 import { ProcConnection } from './conn.js';
+import { openSegment, type Segment } from './dsm.js';
+import { type Group, type JoinOptions, joinGroup } from './groups.js';
+import { onReplica, type Replica, type ReplicaHooks, replicaOf, sendrecOnce } from './replication.js';
 import { RpcChannel } from './rpc.js';
 import {
   campaign,
@@ -46,6 +49,13 @@ import {
   watchEndpoint,
   watchNodes,
 } from './services.js';
+import {
+  isMarker,
+  type RestoredState,
+  SNAPSHOT_MARKER_TYPE,
+  SnapshotAgent,
+  type SnapshotHooks,
+} from './snapshot.js';
 
 /** Options of a blocking call. */
 export interface CallOptions {
@@ -62,6 +72,12 @@ export interface ConnectOptions extends ConnectTimeoutOptions {
   endpoint?: number;
   /** Name to register for the endpoint. */
   name?: string;
+  /**
+   * Bind as a backup of the primary on this node (primary-backup replication, docs/replication.md). Default:
+   * DVS_REPLICA_PRIMARY when `dvs run --replicas` started this process as a backup (DVS_REPLICA_ROLE=backup)
+   * and it binds the endpoint it was started for.
+   */
+  backupOf?: NodeId;
 }
 
 /** A message to send: `payload` defaults to empty. */
@@ -161,6 +177,14 @@ function resolveTarget(opts: ConnectOptions): { socket: string; dc: string | num
   return { socket, dc, endpoint };
 }
 
+/** The primary's node when `dvs run --replicas` started this process as a backup of `endpoint`. */
+function backupFromEnv(endpoint: number): NodeId | undefined {
+  const env = process.env;
+  if (env.DVS_REPLICA_ROLE !== 'backup' || env.DVS_ENDPOINT !== String(endpoint)) return undefined;
+  const p = env.DVS_REPLICA_PRIMARY;
+  return p !== undefined && /^\d+$/.test(p) ? Number(p) : undefined;
+}
+
 function checkEndpoint(ep: number, what: string): void {
   if (!Number.isInteger(ep) || ep < 0 || ep > MAX_ENDPOINT) throw new DvsError('EINVAL', `bad ${what} ${ep}`);
 }
@@ -231,6 +255,11 @@ function hello(
       pid: process.pid,
     };
     if (opts.name !== undefined) f.name = opts.name;
+    const backupOf = opts.backupOf ?? backupFromEnv(target.endpoint);
+    if (backupOf !== undefined) {
+      f.kind = 'backup';
+      f.primaryNode = backupOf;
+    }
     conn.out.frame(f);
     conn.flushNow();
   });
@@ -272,6 +301,8 @@ export class Dvk {
   private readonly grants = new Map<number, GrantEntry>();
   private nextGrant = 1;
   private kvClient: KvClient | undefined;
+  /** Set by onSnapshot: records this process's part of DC snapshots (src/sdk/snapshot.ts). */
+  private snapAgent: SnapshotAgent | undefined;
 
   /** @internal use {@link connect}. */
   constructor(conn: ProcConnection, ok: HelloOkFrame) {
@@ -299,8 +330,12 @@ export class Dvk {
    */
   async receive(src: Endpoint = ANY, opts?: CallOptions): Promise<Received> {
     if (src !== ANY) checkEndpoint(src, 'source');
+    const t0 = this.snapAgent === undefined ? 0 : Date.now();
     const buffered = this.takeAhead(src, false);
-    if (buffered !== undefined) return buffered;
+    if (buffered !== undefined) {
+      if (this.snapAgent === undefined && buffered.type !== SNAPSHOT_MARKER_TYPE) return buffered;
+      return this.snapshotSeen(buffered, src, opts, t0);
+    }
     const nowait = opts?.timeout === 0;
     const r = await this.call(
       (id) =>
@@ -308,29 +343,55 @@ export class Dvk {
       nowait ? { ...opts, timeout: undefined } : opts,
       !nowait,
     );
-    return this.took(msgOf(r));
+    const m = this.took(msgOf(r));
+    if (this.snapAgent === undefined && m.type !== SNAPSHOT_MARKER_TYPE) return m;
+    return this.snapshotSeen(m, src, opts, t0);
+  }
+
+  /**
+   * Slow path of receive() (snapshot hooks declared, or a marker): the message passes the snapshot agent;
+   * a marker is consumed and the receive goes on with what is left of its timeout.
+   */
+  private snapshotSeen(
+    m: Received,
+    src: Endpoint,
+    opts: CallOptions | undefined,
+    t0: number,
+  ): Promise<Received> | Received {
+    const consumed = this.snapAgent !== undefined ? this.snapAgent.filter(m) : isMarker(m);
+    if (!consumed) return m;
+    const timeout = opts?.timeout;
+    if (timeout === undefined || timeout === 0) return this.receive(src, opts);
+    return this.receive(src, { ...opts, timeout: Math.max(0, timeout - (Date.now() - (t0 || Date.now()))) });
   }
 
   /** Send a request and wait for the reply from `dst`. */
   async sendrec(dst: Endpoint, msg: OutMessage, opts?: CallOptions): Promise<Received> {
     const payload = this.checkMsg(dst, msg);
     await this.postsWritten(dst);
-    return msgOf(
+    const m = msgOf(
       await this.call((id) => this.conn.out.raw(PROC_OPS.sendrec, 0, 0, id, dst, msg.type, 0, payload), opts),
     );
+    this.snapAgent?.filter(m);
+    return m;
   }
 
   /** Next request (a message sent with sendrec) from anyone. */
   async receiveRequest(opts?: CallOptions): Promise<Received> {
     const buffered = this.takeAhead(ANY, true);
-    if (buffered !== undefined) return buffered;
+    if (buffered !== undefined) {
+      this.snapAgent?.filter(buffered);
+      return buffered;
+    }
     const nowait = opts?.timeout === 0;
     const r = await this.call(
       (id) => this.conn.out.raw(PROC_OPS.receiveRequest, nowait ? FLAG_NOWAIT : 0, 0, id, 0, 0, 0, EMPTY),
       nowait ? { ...opts, timeout: undefined } : opts,
       !nowait,
     );
-    return this.took(msgOf(r));
+    const m = this.took(msgOf(r));
+    this.snapAgent?.filter(m);
+    return m;
   }
 
   /**
@@ -363,7 +424,9 @@ export class Dvk {
       // Parked by a freeze, only the receive half is issued again (the reply went out).
       (id) => this.conn.out.raw(PROC_OPS.receiveRequest, 0, 0, id, 0, 0, 0, EMPTY),
     );
-    return this.took(msgOf(r));
+    const m = this.took(msgOf(r));
+    this.snapAgent?.filter(m);
+    return m;
   }
 
   /** Reply to a client waiting in sendrec (ENOTWAITING if it is not waiting for us). */
@@ -427,11 +490,16 @@ export class Dvk {
       w.credit--;
       this.conn.out.post(dst, type, payload);
       this.conn.schedule();
+      // A snapshot waiting for this process's next SDK call records its state now: this post counts as sent
+      // before the cut (it leaves ahead of the markers).
+      if (this.snapAgent?.pending) this.snapAgent.fire();
       return RESOLVED;
     }
-    return new Promise((resolve, reject) => {
+    const queued = new Promise<void>((resolve, reject) => {
       w.queue.push({ type, payload: payload.slice(), resolve, reject });
     });
+    if (this.snapAgent?.pending) this.snapAgent.fire();
+    return queued;
   }
 
   /**
@@ -602,6 +670,9 @@ export class Dvk {
       return Promise.reject(new DvsError('EINVAL', `bad timeout ${timeout}`));
     const callId = this.allocCallId();
     write(callId);
+    // A snapshot waiting for this process's next SDK call records its state now, after the call's frame:
+    // a message the application hands over counts as sent before the cut (it leaves ahead of the markers).
+    if (this.snapAgent?.pending) this.snapAgent.fire();
     this.conn.schedule();
     return new Promise((resolve, reject) => {
       const p: Pending = {
@@ -668,6 +739,14 @@ export class Dvk {
     this.rpc.unsubscribe(sub);
   }
 
+  /**
+   * Distributed shared memory (src/sdk/dsm.ts, docs/dsm.md): segment `name` of this DC, created zeroed with
+   * `bytes` bytes by the first caller (omit `bytes` to open an existing one). No cluster store needed.
+   */
+  shm(name: string, bytes?: number, opts?: CallOptions): Promise<Segment> {
+    return openSegment(this, name, bytes, opts);
+  }
+
   // DVK services of this process's DC (src/sdk/services.ts; they need a cluster store, else EUNAVAIL).
 
   /** This DC's key/value space: get, put, delete, cas, list, watch (revisioned, linearizable). */
@@ -712,6 +791,35 @@ export class Dvk {
   }
 
   /**
+   * Join group `name` of this DC (src/sdk/groups.ts): resolves at the first view; multicast with
+   * `g.multicast(msg, {order})`, read views and messages with `for await (const ev of g)`.
+   */
+  join(name: string, opts?: JoinOptions): Promise<Group> {
+    return joinGroup(this, name, opts);
+  }
+
+  /**
+   * Take part in the primary-backup replication of this endpoint (`dvs run --replicas N`; src/sdk/replication.ts,
+   * docs/replication.md): a backup gets every state the primary ships through `apply`, then `promoted` when
+   * it takes over. Serve with `(await dvk.onReplica(hooks)).serve(handler)`.
+   */
+  onReplica(hooks: ReplicaHooks, opts?: CallOptions): Promise<Replica> {
+    return onReplica(this, hooks, opts);
+  }
+
+  /** Primary: ship `state` to the backups; resolves when every live backup applied it (call onReplica first). */
+  replicate(state: Uint8Array, opts?: CallOptions): Promise<void> {
+    const r = replicaOf(this);
+    if (r === undefined) return Promise.reject(new DvsError('EINVAL', 'call onReplica() before replicate()'));
+    return r.replicate(state, opts);
+  }
+
+  /** sendrec with a request id: served exactly once by a replicated server even across its failover. */
+  sendrecOnce(dst: Endpoint, msg: OutMessage, opts?: CallOptions): Promise<Received> {
+    return sendrecOnce(this, dst, msg, opts);
+  }
+
+  /**
    * Declare how this process's state moves when its endpoint migrates (`dvs migrate`). At the source the
    * daemon freezes the process: new calls (and posts) wait, a receive in progress is parked, replies still
    * go out; once the process waits on the SDK with nothing in progress and no request unanswered, `export()`
@@ -735,6 +843,59 @@ export class Dvk {
       this.aheadHead = 0;
     }
     return { migrated: true };
+  }
+
+  /**
+   * Take part in snapshots of this DC (`dvs snapshot create`; docs/snapshots.md). When a snapshot runs, the
+   * SDK calls `save()` while the application waits in an SDK call (or right after it hands over its next
+   * message or starts its next receive: update the state before sending, a message handed over counts as
+   * sent before the cut), and records the messages the application receives afterwards from each other participant until that
+   * participant's marker arrives: the messages in flight at the cut. Markers are consumed by the SDK. The
+   * process must keep receiving (`receive(ANY)`) for a snapshot to complete; one that does not makes it fail
+   * with ETIMEDOUT. A process without hooks is recorded as stateless (restarted fresh by a restore).
+   *
+   * In a process started again from a snapshot (`dvs snapshot restore|fork`) the daemon holds the answer
+   * until every participant has attached, `load()` runs with the recorded state, the messages that were in
+   * flight towards it are queued ahead of anything else (as posts from their original sources), and the
+   * promise resolves with `{restored: true}`.
+   *
+   * @example
+   * let held = 0;
+   * const { restored } = await dvk.onSnapshot({
+   *   save: () => Uint8Array.of(held),
+   *   load: (s) => { held = s[0] ?? 0; },
+   * });
+   */
+  async onSnapshot(hooks: SnapshotHooks, opts?: CallOptions): Promise<{ restored: boolean }> {
+    if (this.snapAgent !== undefined) throw new DvsError('EBUSY', 'onSnapshot hooks already declared');
+    const agent = new SnapshotAgent(
+      {
+        endpoint: this.endpoint,
+        post: (dst, msg) => this.post(dst, msg),
+        service: (method, params) => this.service(method, params),
+        busy: () => this.calls.size > 0,
+      },
+      hooks,
+    );
+    this.snapAgent = agent;
+    const sub = this.rpc.subscribe((d) => agent.command(d));
+    let r: { restore: RestoredState | null } | null;
+    try {
+      r = (await this.service('snapshot.hooks', { sub }, opts)) as { restore: RestoredState | null } | null;
+    } catch (e) {
+      this.rpc.unsubscribe(sub);
+      this.snapAgent = undefined;
+      throw e;
+    }
+    const restore = r?.restore ?? null;
+    if (restore === null) return { restored: false };
+    if (restore.state !== null && hooks.load) await hooks.load(restore.state);
+    // In-flight messages of the cut come before anything received here (per-pair order with new sends).
+    if (restore.channels.length > 0) {
+      this.ahead = [...restore.channels, ...this.ahead.slice(this.aheadHead)];
+      this.aheadHead = 0;
+    }
+    return { restored: true };
   }
 
   /** A command of the daemon's migration (freeze, then thaw on rollback; a commit stops the process). */

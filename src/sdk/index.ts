@@ -15,6 +15,20 @@ export { AdminClient } from './admin.js';
 export type { CallOptions, ConnectOptions, Grant, OutMessage } from './client.js';
 export { connect, Dvk, RECEIVE_AHEAD } from './client.js';
 export type { ConnectTimeoutOptions } from './conn.js';
+export type { ScalarType, SegmentInfo, SegmentLock, SegmentLockOptions, TypedArrayCtor } from './dsm.js';
+export { openSegment, Segment } from './dsm.js';
+export type { GroupEvent, GroupView, JoinOptions, Member, MulticastOptions, Order } from './groups.js';
+export { Group, joinGroup } from './groups.js';
+export type { CachedReply, ReplicaHooks, RequestId, ServeResult } from './replication.js';
+export {
+  decodeRequest,
+  encodeRequest,
+  onReplica,
+  REQUEST_HEADER_BYTES,
+  REQUEST_MAGIC,
+  Replica,
+  sendrecOnce,
+} from './replication.js';
 export type {
   CasResult,
   Decision,
@@ -34,3 +48,5 @@ export type {
   WaitOptions,
 } from './services.js';
 export { KvClient } from './services.js';
+export type { RestoredState, SnapshotHooks } from './snapshot.js';
+export { SNAPSHOT_MARKER_TYPE } from './snapshot.js';

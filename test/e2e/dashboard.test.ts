@@ -1,8 +1,11 @@
 /**
  * The dashboard in Debian's chromium (playwright-core): a 3-node cluster started by `dvs up`, the URL that
- * `dvs dashboard` prints, then as a user would: create a DC, run a process, see it in the endpoints table,
- * kill a node's daemon and watch the node turn down with an event. Screenshots go to
- * test-results/screenshots/. Needs the build (`npm run build`: dist/web) and `chromium` on PATH.
+ * `dvs dashboard` prints, then as a user would: create a DC with limits (a bad one refused in place), run
+ * the stateful counter server (examples/counter-server.js), see it in the endpoints table and its
+ * container's limits, migrate it to another node from the dashboard and see it there with a migrate.done
+ * event, pause and resume the DC, kill a node's daemon and watch the node turn down with an event.
+ * Screenshots go to test-results/screenshots/. Needs the build (`npm run build`: dist/web) and `chromium`
+ * on PATH.
  */
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
@@ -117,7 +120,7 @@ describe('dashboard end to end (chromium)', { skip }, () => {
     assert.equal((await stat(join(dir, 'api-token'))).mode & 0o777, 0o600);
   });
 
-  it('opens, creates a DC, runs a process, and shows a killed node down with an event', async () => {
+  it('creates a DC with limits, runs a stateful server, migrates it, pauses the DC, sees a node go down', async () => {
     const url = (await dvs('dashboard')).stdout.trim();
     await page.goto(url);
     // The token moved from the fragment to sessionStorage.
@@ -125,12 +128,22 @@ describe('dashboard end to end (chromium)', { skip }, () => {
     await page.getByTestId('live').filter({ hasText: 'live' }).waitFor({ timeout: 15_000 });
     await page.getByTestId('node-state-2').filter({ hasText: 'up' }).waitFor();
     await page.locator('.u-over').first().waitFor();
-    // Two overviews make the first rate point.
+    // Two overviews make the first rate point, and the link RTT chart.
     await page.getByTestId('card-messages-s').locator('.value').filter({ hasNotText: '…' }).waitFor();
+    await page.getByTestId('link-chart-rtt').waitFor();
     await shot('overview');
 
     await page.getByTestId('tab-dcs').click();
+    // A bad limit is refused by the API, shown in place, and nothing is created.
     await page.getByTestId('dc-name').fill('demo');
+    await page.getByTestId('dc-memory').fill('lots');
+    await page.getByTestId('create-dc').click();
+    await page.getByTestId('confirm').click();
+    await page.getByTestId('create-dc-error').filter({ hasText: 'limits.memory' }).waitFor();
+    await page.getByRole('button', { name: 'Cancel' }).click();
+    await page.getByTestId('dc-name').fill('demo');
+    await page.getByTestId('dc-memory').fill('512M');
+    await page.getByTestId('dc-pids').fill('256');
     await page.getByTestId('create-dc').click();
     await page.getByTestId('confirm').click();
     await page.getByTestId('dc-row-demo').waitFor({ timeout: 15_000 });
@@ -143,25 +156,80 @@ describe('dashboard end to end (chromium)', { skip }, () => {
     await page.getByTestId('run-error').filter({ hasText: 'ep' }).waitFor();
     await page.getByRole('button', { name: 'Cancel' }).click();
 
+    // The stateful counter server (its state moves through the SDK's onMigrate hooks) on node 0.
     await page.getByTestId('run-ep').fill('100');
-    await page.getByTestId('run-node').selectOption('2');
-    await page.getByTestId('run-name').fill('srv');
-    await page.getByTestId('run-cmd').fill(`${process.execPath} -e "setInterval(() => {}, 1e6)"`);
+    await page.getByTestId('run-node').selectOption('0');
+    await page.getByTestId('run-name').fill('counter');
+    await page
+      .getByTestId('run-cmd')
+      .fill(`${process.execPath} ${join(ROOT, 'examples', 'counter-server.js')}`);
     await page.getByTestId('run').click();
     await page.getByTestId('confirm').click();
-    const row = page.getByTestId('endpoints-table').getByTestId('ep-row-100');
-    await row.waitFor({ timeout: 15_000 });
-    const cells = await row.locator('td').allTextContents();
-    assert.equal(cells[1], 'srv');
-    assert.equal(cells[2], '2');
-    const pid = Number(cells[3]);
-    assert.ok(pid > 0 && alive(pid), `process pid ${cells[3]}`);
+    const epRow = page.getByTestId('endpoints-table').getByTestId('ep-row-100');
+    await epRow.waitFor({ timeout: 15_000 });
+    let cells = await epRow.locator('td').allTextContents();
+    assert.deepEqual([cells[1], cells[2]], ['counter', '0']);
+    const procRow = page.getByTestId('processes-table').getByTestId('proc-row-100');
+    await procRow.waitFor();
+    const pid = Number((await procRow.locator('td').allTextContents())[3]);
+    assert.ok(pid > 0 && alive(pid), `process pid ${pid}`);
     childPids.push(pid);
-    await page.getByTestId('proc-row-100').waitFor();
+    // Its container on each node, with the limits given at creation.
+    await page.getByTestId('place-row-0').filter({ hasText: 'memory=512M' }).waitFor({ timeout: 10_000 });
     await shot('dc');
 
+    // Migrate it to node 1 from the dashboard: the result says its state moved, the tables follow.
+    await page.getByTestId('migrate-to-100').selectOption('1');
+    await page.getByTestId('migrate-100').click();
+    await page.getByTestId('confirm').click();
+    const notice = page.getByTestId('dc-notice').filter({ hasText: 'migrated from node 0 to node 1' });
+    await notice.waitFor({ timeout: 30_000 });
+    assert.match((await notice.textContent()) ?? '', /8 bytes of state/);
+    await page
+      .getByTestId('processes-table')
+      .getByTestId('proc-row-100')
+      .locator('td:nth-child(3)', { hasText: /^1$/ })
+      .waitFor({ timeout: 10_000 });
+    await epRow.locator('td:nth-child(3)', { hasText: /^1$/ }).waitFor({ timeout: 10_000 });
+    cells = await epRow.locator('td').allTextContents();
+    assert.equal(cells[2], '1');
+    const moved = Number((await procRow.locator('td').allTextContents())[3]);
+    if (moved > 0) childPids.push(moved);
+    await shot('migrated');
+
+    // Pause and resume the DC: with containers its state pill follows; without, the refusal is shown.
+    const st = await dvs('node', 'status', '--node', '0', '--json');
+    const mode = (JSON.parse(st.stdout) as { nodes: { isolation?: { mode: string } }[] }).nodes[0]?.isolation
+      ?.mode;
+    await page.getByTestId('pause-dc').click();
+    await page.getByTestId('confirm').click();
+    if (mode === 'container') {
+      await page.getByTestId('dc-state').filter({ hasText: 'paused' }).waitFor({ timeout: 10_000 });
+      await shot('paused');
+      await page.getByTestId('resume-dc').click();
+      await page.getByTestId('confirm').click();
+      await page.getByTestId('dc-state').filter({ hasText: 'running' }).waitFor({ timeout: 10_000 });
+    } else {
+      await page.getByRole('dialog').locator('.error').waitFor();
+      await page.getByRole('button', { name: 'Cancel' }).click();
+    }
+
+    // The events page: the migration, logged by the node it left.
+    await page.getByTestId('tab-events').click();
+    await page.getByTestId('events-filter').selectOption('migrations');
+    await page
+      .getByTestId('events-table')
+      .locator('tr', { hasText: 'migrate.done' })
+      .filter({ hasText: 'demo/100' })
+      .first()
+      .waitFor({ timeout: 10_000 });
+    await shot('events-migration');
+    await page.getByTestId('events-filter').selectOption('all');
+
     await page.getByTestId('tab-links').click();
-    await page.getByTestId('links-table').waitFor();
+    await page.getByTestId('link-row-0-1').waitFor();
+    await page.getByTestId('link-chart-rtt').waitFor();
+    await page.getByTestId('link-chart-fps').waitFor();
     await shot('links');
 
     // Kill node 2's daemon: node 0 (serving the page) declares it down and logs it.
@@ -177,12 +245,13 @@ describe('dashboard end to end (chromium)', { skip }, () => {
     await ev.first().waitFor({ timeout: 20_000 });
     await shot('events');
 
-    // The CLI reads the same log.
+    // The CLI reads the same logs.
     const r = await dvs('events', '--json', '--node', '0');
     assert.equal(r.code, 0, r.stderr);
     const kinds = (JSON.parse(r.stdout) as { events: { kind: string; subject: string }[] }).events.map(
       (e) => `${e.kind} ${e.subject}`,
     );
-    assert.ok(kinds.includes('node.down node2') && kinds.includes('dc.created dc demo'), kinds.join(', '));
+    for (const k of ['node.down node2', 'dc.created dc demo', 'migrate.done demo/100'])
+      assert.ok(kinds.includes(k), `${k} in ${kinds.join(', ')}`);
   });
 });

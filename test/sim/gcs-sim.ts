@@ -604,35 +604,53 @@ function check(
     delivered.set(key, seen);
   }
 
-  // Total order: in each view, agreed and safe messages in the same relative order at every member.
-  const perView = new Map<string, { uid: number; ids: string[] }[]>();
+  // Total order: in each view, agreed and safe messages in the same relative order at every member. As in
+  // EVS, a transitional delivery is ordered only with the members that move on together (same next view):
+  // members that parted may hold it in different positions.
+  type Seq = { uid: number; ids: string[]; trans: Set<string>; next: string };
+  const perView = new Map<string, Seq[]>();
   for (const p of procs) {
-    const mine = new Map<string, string[]>();
-    for (const r of p.recs)
-      if (r.kind === 'msg' && (r.order === 'agreed' || r.order === 'safe')) {
-        const k = `${r.group}|${r.view}`;
-        let l = mine.get(k);
-        if (l === undefined) {
-          l = [];
-          mine.set(k, l);
-        }
-        l.push(r.id);
+    const mine = new Map<string, Seq>();
+    const open = new Map<string, Seq>();
+    for (const r of p.recs) {
+      if (r.kind === 'leave') {
+        open.delete(r.group);
+        continue;
       }
-    for (const [k, ids] of mine) {
+      if (r.kind !== 'msg') {
+        const o = open.get(r.group);
+        if (o !== undefined) o.next = r.key;
+        open.delete(r.group);
+        continue;
+      }
+      if (r.order !== 'agreed' && r.order !== 'safe') continue;
+      const k = `${r.group}|${r.view}`;
+      let l = mine.get(k);
+      if (l === undefined) {
+        l = { uid: p.uid, ids: [], trans: new Set(), next: '' };
+        mine.set(k, l);
+        open.set(r.group, l);
+      }
+      l.ids.push(r.id);
+      if (r.transitional) l.trans.add(r.id);
+    }
+    for (const [k, seq] of mine) {
       let l = perView.get(k);
       if (l === undefined) {
         l = [];
         perView.set(k, l);
       }
-      l.push({ uid: p.uid, ids });
+      l.push(seq);
     }
   }
   for (const [k, seqs] of perView)
     for (let i = 0; i < seqs.length; i++)
       for (let j = i + 1; j < seqs.length; j++) {
-        const a = seqs[i] as { uid: number; ids: string[] };
-        const b = seqs[j] as { uid: number; ids: string[] };
-        const pos = new Map(b.ids.map((id, n) => [id, n]));
+        const a = seqs[i] as Seq;
+        const b = seqs[j] as Seq;
+        const together = a.next !== '' && a.next === b.next;
+        const skip = (id: string) => !together && (a.trans.has(id) || b.trans.has(id));
+        const pos = new Map(b.ids.filter((id) => !skip(id)).map((id, n) => [id, n]));
         let prev = -1;
         for (const id of a.ids) {
           const n = pos.get(id);
@@ -711,6 +729,7 @@ function check(
       );
   }
   const lost = new Map<number, string[]>(); // node -> undelivered messages of members that stayed
+  const selfMissed = new Map<number, string[]>(); // node -> own messages its senders never got
   const deliveredAnywhere = new Set<string>();
   for (const ids of delivered.values()) for (const id of ids) deliveredAnywhere.add(id);
   for (const grp of GROUPS) {
@@ -737,13 +756,23 @@ function check(
       )
         violate(`uid ${p.uid}: last view of ${gk} is not the group's current view`);
       const since = p.groups.get(gk) ?? 0;
-      for (const s of p.sent)
-        if (s.group === gk && s.at >= since && !deliveredAnywhere.has(s.id))
-          lost.set(p.node, [...(lost.get(p.node) ?? []), s.id]);
+      const own = new Set(p.recs.flatMap((r) => (r.kind === 'msg' && r.group === gk ? [r.id] : [])));
+      for (const s of p.sent) {
+        if (s.group !== gk || s.at < since) continue;
+        if (!deliveredAnywhere.has(s.id)) lost.set(p.node, [...(lost.get(p.node) ?? []), s.id]);
+        // Self delivery (EVS): a member that stayed gets its own message, if anybody does.
+        else if (!own.has(s.id)) selfMissed.set(p.node, [...(selfMissed.get(p.node) ?? []), s.id]);
+      }
     }
   }
   // The one documented loss: a multicast ordered only on the far side of a split, whose members there
   // (possibly none) got it; its node counts those. Anything beyond is a lost message.
+  for (const [node, ids] of selfMissed) {
+    const elsewhere = ((nodes[node] as SimNode).gcs as GcsNode).stats().orderedElsewhere;
+    violate(
+      `node ${node}: senders that stayed missed their own messages ${ids.join(' ')} (${elsewhere} ordered elsewhere)`,
+    );
+  }
   for (const [node, ids] of lost) {
     const elsewhere = ((nodes[node] as SimNode).gcs as GcsNode).stats().orderedElsewhere;
     if (ids.length > elsewhere)

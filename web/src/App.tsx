@@ -1,14 +1,17 @@
 /**
  * The dvs dashboard: one page with tabs (overview, nodes, DCs, links, events). Everything live comes from
  * one SSE stream of the node serving the page: `event` messages (its event log) and an `overview` (the
- * cluster: nodes, DCs, counters) every second, from which the message rate is derived. Actions go through
- * the REST API after an in-page confirmation; their errors are shown where the action was.
+ * cluster: nodes, DCs, counters, links) every second, from which the message rate, the link RTTs and the
+ * link traffic over time are derived. The other nodes' event logs (a failover is logged by the backup's
+ * node, an OOM kill where the process ran) are read every 2 s and merged by time. Actions go through the
+ * REST API after an in-page confirmation; their errors are shown where the action was.
  */
-import { useCallback, useEffect, useRef, useState } from 'react';
-import { ApiError, saveToken, stream } from './api';
+import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
+import { ApiError, api, saveToken, stream } from './api';
 import { Confirm, type ConfirmRequest } from './Confirm';
 import { DcsView } from './DcsView';
 import { bytes, duration, time } from './format';
+import { LineChart } from './LineChart';
 import { RateChart, type RatePoint } from './RateChart';
 import type { ClusterView, NodeEvent } from './types';
 
@@ -16,6 +19,36 @@ type Tab = 'overview' | 'nodes' | 'dcs' | 'links' | 'events';
 const TABS: Tab[] = ['overview', 'nodes', 'dcs', 'links', 'events'];
 const MAX_EVENTS = 500;
 const MAX_POINTS = 300;
+const PEER_EVENTS_MS = 2000;
+
+/** Per node pair (`0→1`) values at one overview: RTT in ms and frames sent per second. */
+interface LinkPoint {
+  t: number;
+  rtt: Record<string, number | null>;
+  fps: Record<string, number | null>;
+}
+
+/** Event kinds shown as failures and as successes in the event tables. */
+const BAD_KINDS = new Set(['node.down', 'failover', 'oom', 'migrate.failed', 'repl.ended']);
+const GOOD_KINDS = new Set([
+  'node.up',
+  'migrate.done',
+  'dc.resumed',
+  'snapshot.created',
+  'snapshot.restored',
+]);
+
+/** Event filters of the events page: a kind matches if it starts with one of the prefixes. */
+const FILTERS: Record<string, string[]> = {
+  all: [''],
+  migrations: ['migrate.'],
+  failures: ['node.down', 'failover', 'oom', 'migrate.failed', 'repl.'],
+  processes: ['proc.', 'oom'],
+  dcs: ['dc.', 'snapshot.'],
+  nodes: ['node.', 'gcs.'],
+};
+
+const linkKey = (from: number, to: number) => `${from}→${to}`;
 
 export function App({ initialToken }: { initialToken: string | null }) {
   const [token, setToken] = useState(initialToken);
@@ -23,6 +56,7 @@ export function App({ initialToken }: { initialToken: string | null }) {
   const [view, setView] = useState<ClusterView | null>(null);
   const [events, setEvents] = useState<NodeEvent[]>([]);
   const [points, setPoints] = useState<RatePoint[]>([]);
+  const [linkPoints, setLinkPoints] = useState<LinkPoint[]>([]);
   const [live, setLive] = useState<'connecting' | 'live' | 'retrying'>('connecting');
   const [streamError, setStreamError] = useState<string | null>(null);
   const [confirm, setConfirm] = useState<ConfirmRequest | null>(null);
@@ -30,6 +64,19 @@ export function App({ initialToken }: { initialToken: string | null }) {
   const [confirmError, setConfirmError] = useState<string | null>(null);
   const lastSeq = useRef(0);
   const prev = useRef<ClusterView | null>(null);
+  const viewRef = useRef<ClusterView | null>(null);
+  const peerSeq = useRef(new Map<number, number>());
+
+  /** Merge events (from the stream or a peer's log) newest first, each once. */
+  const addEvents = useCallback((more: NodeEvent[]) => {
+    if (more.length === 0) return;
+    setEvents((list) => {
+      const seen = new Set(list.map((e) => `${e.node}-${e.seq}-${e.time}`));
+      const fresh = more.filter((e) => !seen.has(`${e.node}-${e.seq}-${e.time}`));
+      if (fresh.length === 0) return list;
+      return [...fresh, ...list].sort((a, b) => b.time - a.time || b.seq - a.seq).slice(0, MAX_EVENTS);
+    });
+  }, []);
 
   useEffect(() => {
     if (token === null) return;
@@ -45,7 +92,7 @@ export function App({ initialToken }: { initialToken: string | null }) {
             if (m.event === 'event') {
               const e = m.data as NodeEvent;
               lastSeq.current = Math.max(lastSeq.current, e.seq);
-              setEvents((list) => [e, ...list].slice(0, MAX_EVENTS));
+              addEvents([e]);
             } else if (m.event === 'overview') {
               const v = m.data as ClusterView;
               const p = prev.current;
@@ -58,8 +105,20 @@ export function App({ initialToken }: { initialToken: string | null }) {
                   received: rate(v.messages.received, p.messages.received),
                 };
                 setPoints((pts) => [...pts, point].slice(-MAX_POINTS));
+                const lp: LinkPoint = { t: v.time / 1000, rtt: {}, fps: {} };
+                for (const n of v.nodes) {
+                  const before = p.nodes.find((x) => x.id === n.id);
+                  for (const l of n.links) {
+                    const k = linkKey(n.id, l.node);
+                    lp.rtt[k] = l.state === 'up' ? l.rttMs : null;
+                    const b = before?.links.find((x) => x.node === l.node);
+                    lp.fps[k] = b ? rate(l.framesSent, b.framesSent) : null;
+                  }
+                }
+                setLinkPoints((pts) => [...pts, lp].slice(-MAX_POINTS));
               }
               prev.current = v;
+              viewRef.current = v;
               setView(v);
             } else if (m.event === 'hello') {
               const h = m.data as { last: number };
@@ -87,7 +146,41 @@ export function App({ initialToken }: { initialToken: string | null }) {
       stopped = true;
       ac.abort();
     };
-  }, [token]);
+  }, [token, addEvents]);
+
+  // The other nodes' event logs, read through this node's API (relayed over the node links).
+  useEffect(() => {
+    if (token === null) return;
+    let stopped = false;
+    const poll = async () => {
+      const v = viewRef.current;
+      if (v === null) return;
+      for (const n of v.nodes) {
+        if (stopped || n.self || !n.reachable) continue;
+        const since = peerSeq.current.get(n.id) ?? 0;
+        try {
+          const r = await api<{ events: NodeEvent[]; last: number }>(
+            token,
+            'GET',
+            `/events?node=${n.id}&since=${since}&limit=500`,
+          );
+          // A restarted daemon numbers its events from 1 again.
+          if (r.last < since) peerSeq.current.set(n.id, 0);
+          else if (r.events.length > 0) {
+            peerSeq.current.set(n.id, r.events.at(-1)?.seq ?? since);
+            addEvents(r.events);
+          }
+        } catch {
+          // That node is down or busy: its log is read again at the next poll.
+        }
+      }
+    };
+    const timer = setInterval(() => void poll(), PEER_EVENTS_MS);
+    return () => {
+      stopped = true;
+      clearInterval(timer);
+    };
+  }, [token, addEvents]);
 
   const ask = useCallback((req: ConfirmRequest) => {
     setConfirmError(null);
@@ -165,6 +258,8 @@ export function App({ initialToken }: { initialToken: string | null }) {
             </div>
             <h2>Message rate</h2>
             <RateChart points={points} />
+            <h2>Link latency (RTT)</h2>
+            <LinkChart points={linkPoints} what="rtt" />
             <h2>Nodes</h2>
             <NodesTable view={view} />
             <h2>Recent events</h2>
@@ -182,12 +277,15 @@ export function App({ initialToken }: { initialToken: string | null }) {
           <section>
             <h2>Links</h2>
             <LinksTable view={view} />
+            <h2>RTT per link</h2>
+            <LinkChart points={linkPoints} what="rtt" />
+            <h2>Frames sent per second, per link</h2>
+            <LinkChart points={linkPoints} what="fps" />
           </section>
         )}
         {tab === 'events' && (
           <section>
-            <h2>Events of node {view?.self ?? ''}</h2>
-            <EventsTable events={events} />
+            <EventsPage events={events} />
           </section>
         )}
       </main>
@@ -252,6 +350,8 @@ function NodesTable({ view }: { view: ClusterView | null }) {
           <th>links up</th>
           <th>sent</th>
           <th>received</th>
+          <th>host CPU</th>
+          <th>host memory</th>
         </tr>
       </thead>
       <tbody>
@@ -277,6 +377,12 @@ function NodesTable({ view }: { view: ClusterView | null }) {
             </td>
             <td>{n.messages?.sent ?? '-'}</td>
             <td>{n.messages?.received ?? '-'}</td>
+            <td>{n.load ? `${(n.load.cpuBusy * 100).toFixed(0)}% of ${n.load.cpus}` : '-'}</td>
+            <td>
+              {n.load
+                ? `${bytes(n.load.memTotalBytes - n.load.memAvailableBytes)} / ${bytes(n.load.memTotalBytes)}`
+                : '-'}
+            </td>
           </tr>
         ))}
       </tbody>
@@ -309,7 +415,7 @@ function LinksTable({ view }: { view: ClusterView | null }) {
       </thead>
       <tbody>
         {rows.map(({ from, l }) => (
-          <tr key={`${from}-${l.node}`}>
+          <tr key={`${from}-${l.node}`} data-testid={`link-row-${from}-${l.node}`}>
             <td>{from}</td>
             <td>
               {l.node} ({l.address})
@@ -350,7 +456,10 @@ function EventsTable({ events }: { events: NodeEvent[] }) {
       </thead>
       <tbody>
         {events.map((e) => (
-          <tr key={`${e.node}-${e.seq}`} className={`ev ${e.kind.split('.')[1] ?? ''}`}>
+          <tr
+            key={`${e.node}-${e.seq}-${e.time}`}
+            className={`ev ${BAD_KINDS.has(e.kind) || e.detail.oomKilled === true ? 'bad' : GOOD_KINDS.has(e.kind) ? 'good' : ''}`}
+          >
             <td>{e.seq}</td>
             <td>{time(e.time)}</td>
             <td>{e.node}</td>
@@ -367,5 +476,53 @@ function EventsTable({ events }: { events: NodeEvent[] }) {
         ))}
       </tbody>
     </table>
+  );
+}
+
+/** A live chart of one per-link quantity, one series per node pair seen so far. */
+function LinkChart({ points, what }: { points: LinkPoint[]; what: 'rtt' | 'fps' }) {
+  const { series, data } = useMemo(() => {
+    const keys = [...new Set(points.flatMap((p) => Object.keys(p[what])))].sort();
+    return {
+      series: keys.map((label) => ({ label })),
+      data: [points.map((p) => p.t), ...keys.map((k) => points.map((p) => p[what][k] ?? null))],
+    };
+  }, [points, what]);
+  if (series.length === 0) return <p className="muted">no links yet</p>;
+  return (
+    <LineChart
+      series={series}
+      data={data}
+      unit={what === 'rtt' ? 'ms' : 'frames/s'}
+      testId={`link-chart-${what}`}
+    />
+  );
+}
+
+/** Every node's events merged by time, with a filter by kind. */
+function EventsPage({ events }: { events: NodeEvent[] }) {
+  const [filter, setFilter] = useState('all');
+  const prefixes = FILTERS[filter] ?? [''];
+  const shown = events.filter((e) => prefixes.some((p) => e.kind.startsWith(p)));
+  return (
+    <>
+      <h2>Events of every node</h2>
+      <p className="inline">
+        <label>
+          show{' '}
+          <select value={filter} onChange={(e) => setFilter(e.target.value)} data-testid="events-filter">
+            {Object.keys(FILTERS).map((f) => (
+              <option key={f} value={f}>
+                {f}
+              </option>
+            ))}
+          </select>
+        </label>{' '}
+        <span className="muted">
+          {shown.length} of {events.length}
+        </span>
+      </p>
+      <EventsTable events={shown} />
+    </>
   );
 }

@@ -31,6 +31,19 @@ export interface NodeRow {
   links: LinkInfo[];
   messages: { sent: number; received: number } | null;
   error?: string;
+  load?: NodeLoad;
+}
+
+/** A node's sampled load (NodeStatus.load). */
+export interface NodeLoad {
+  host: string;
+  cpus: number;
+  cpuBusy: number;
+  loadAvg1: number;
+  memTotalBytes: number;
+  memAvailableBytes: number;
+  daemonCpu: number;
+  daemonRssBytes: number;
 }
 
 export interface DcRow {
@@ -66,6 +79,8 @@ export interface EndpointInfo {
   queued: number;
   pendingNotify: number;
   counters: { lclSent: number; rmtSent: number; received: number; notifies: number; copyBytes: number };
+  /** Replicated endpoints: primary or backup row. */
+  role?: 'primary' | 'backup';
 }
 
 export interface ProcessInfo {
@@ -77,7 +92,71 @@ export interface ProcessInfo {
   node: number;
   cmd: string[];
   startedAt: number;
-  exit: { code: number | null; signal: string | null; at: number } | null;
+  exit: {
+    code: number | null;
+    signal: string | null;
+    at: number;
+    oomKilled?: boolean;
+    reason?: string;
+  } | null;
+}
+
+/** An answer from every node of a DC (`/dcs/{dc}/isolation`, `/stats`, `/limits`). */
+export interface PerNodeView<T> {
+  dc: string;
+  dcId: number;
+  nodes: T[];
+  unreachable: { node: number; code: string; message: string }[];
+}
+
+export interface DcIsolationInfo {
+  dc: number;
+  node: number;
+  mode: 'container' | 'off';
+  limits: string;
+  lan?: { node: number; underlay: string; mac: string; address: string; prefix: string };
+  running: boolean;
+  initPid?: number;
+  netns?: string;
+}
+
+export interface DcStatsInfo {
+  dc: number;
+  node: number;
+  mode: 'container' | 'off';
+  limits: string;
+  running: boolean;
+  memory?: { usageBytes: number; limitBytes: number | null; maxUsageBytes?: number; oomKills: number };
+  cpu?: { usageNs: number; limitCpus: number | null; nrThrottled: number; throttledNs: number };
+  pids?: { current: number; limit: number | null; refused: number };
+  io?: { readBytes: number; writeBytes: number };
+  procs?: number;
+  frozen?: boolean;
+}
+
+export interface MigrationResult {
+  dc: number;
+  ep: number;
+  from: number;
+  to: number;
+  stateful: boolean;
+  stateBytes: number;
+  freezeMs: number;
+  totalMs: number;
+}
+
+/** A process group as `/dcs/{dc}/groups` merges it. */
+export interface GroupRow {
+  name: string;
+  view: {
+    id: { epoch: number; coord: number; inc: number; seq: number };
+    members: { node: number; ep: number }[];
+  } | null;
+  behind: number[];
+  local: { node: number; ep: number; backlog: number }[];
+  sent: number;
+  delivered: number;
+  views: number;
 }
 
 export interface NodeEvent {

@@ -9,6 +9,7 @@ import { dvsError } from '../../protocol/errors.js';
 import { type ClusterFileOnDisk, callEach, callNode, nodeById, requireCluster, sleep } from '../cluster.js';
 import { type Ctx, interruptSignal } from '../context.js';
 import { exitCodeOf } from '../parse.js';
+import { placeNode } from './balance.js';
 import { findDc, onEachNode, onNode } from './dc.js';
 
 /** How a process ended, in words: `exit code 3`, `killed by SIGTERM`, `killed: out of memory at 256M`. */
@@ -29,6 +30,9 @@ export interface RunOptions {
   name?: string;
   json: boolean;
   wait: boolean;
+  /** Replicated run (docs/replication.md): replicas in all, and the mode. */
+  replicas?: number;
+  mode?: string;
 }
 
 export async function run(ctx: Ctx, cmd: string[], opts: RunOptions): Promise<number> {
@@ -36,7 +40,15 @@ export async function run(ctx: Ctx, cmd: string[], opts: RunOptions): Promise<nu
     throw dvsError('EINVAL', 'no command given (put it after --, e.g. dvs run ... -- node app.js)');
   const cluster = await requireCluster(ctx.dir());
   const dc = await findDc(cluster, opts.dc);
-  const nodeId = opts.node ?? Math.min(...dc.nodes);
+  // Without --node: the DC node with the most headroom (src/node/scheduler.ts, docs/scheduling.md).
+  const placed = opts.node === undefined ? await placeNode(cluster, dc) : undefined;
+  const nodeId = opts.node ?? placed?.ranking[0]?.node ?? Math.min(...dc.nodes);
+  if (placed !== undefined && !opts.json) {
+    const r = placed.ranking[0]!;
+    ctx.out.note(
+      `dvs: placed on node ${nodeId} (headroom ${Math.round(r.headroom * 100)}%, ${r.processes} processes, ${r.procCpu} cores used)`,
+    );
+  }
   if (!dc.nodes.includes(nodeId)) {
     throw dvsError(
       'EINVAL',
@@ -44,18 +56,51 @@ export async function run(ctx: Ctx, cmd: string[], opts: RunOptions): Promise<nu
     );
   }
   const node = nodeById(cluster, nodeId);
+  if (opts.mode !== undefined && opts.replicas === undefined) {
+    throw dvsError('EINVAL', '--mode needs --replicas N');
+  }
+  if (opts.mode !== undefined && opts.mode !== 'primary-backup') {
+    throw dvsError(
+      'EINVAL',
+      opts.mode === 'state-machine'
+        ? '--mode state-machine is not available yet (see docs/replication.md)'
+        : `unknown --mode '${opts.mode}' (primary-backup)`,
+    );
+  }
+  if (opts.replicas !== undefined && opts.replicas > dc.nodes.length) {
+    throw dvsError(
+      'EINVAL',
+      `--replicas ${opts.replicas} is more than the ${dc.nodes.length} node(s) of DC '${dc.name}' (nodes ${dc.nodes.join(',')}): one replica per node`,
+    );
+  }
   const info = await callNode(
     node,
     'proc.run',
-    { dc: dc.id, ep: opts.ep, cmd, cwd: ctx.out.io.cwd, ...(opts.name ? { name: opts.name } : {}) },
-    15_000,
+    {
+      dc: dc.id,
+      ep: opts.ep,
+      cmd,
+      cwd: ctx.out.io.cwd,
+      ...(opts.name ? { name: opts.name } : {}),
+      ...(opts.replicas !== undefined ? { replicas: opts.replicas, mode: 'primary-backup' as const } : {}),
+    },
+    opts.replicas !== undefined ? 30_000 : 15_000,
   );
+  const group = info.replicas;
   if (opts.json && !opts.wait)
-    ctx.out.json({ dc: dc.name, dcId: dc.id, ep: info.ep, node: info.node, pid: info.pid });
+    ctx.out.json({
+      dc: dc.name,
+      dcId: dc.id,
+      ep: info.ep,
+      node: info.node,
+      pid: info.pid,
+      ...(group ? { replicas: group } : {}),
+    });
   else if (!opts.wait) {
     ctx.out.line(
       `started '${info.name}' at endpoint ${info.ep} of DC '${dc.name}' on node ${info.node} (pid ${info.pid})`,
     );
+    if (group) ctx.out.line(`primary on node ${group.primary}, backups on nodes ${group.backups.join(',')}`);
   }
   if (!opts.wait) return 0;
   const exit = await streamLog(ctx, node, dc, info.ep, true);
@@ -165,7 +210,7 @@ export async function epList(ctx: Ctx, opts: { dc: string | number; json: boolea
   const dc = await findDc(cluster, opts.dc);
   const holders = cluster.nodes.filter((n) => dc.nodes.includes(n.id));
   const answers = await callEach(holders, 'ep.list', { dc: dc.id });
-  const rows: EndpointInfo[] = [];
+  const rows: (EndpointInfo & { role?: 'primary' | 'backup' })[] = [];
   for (const a of answers) {
     if (!a.ok) {
       ctx.out.note(
@@ -173,7 +218,10 @@ export async function epList(ctx: Ctx, opts: { dc: string | number; json: boolea
       );
       continue;
     }
-    rows.push(...a.value.filter((r) => r.kind !== 'remote'));
+    // A replicated endpoint's rows name every backup; each node reports only its own.
+    rows.push(
+      ...a.value.filter((r) => r.kind !== 'remote' && (r.role === undefined || r.node === a.node.id)),
+    );
   }
   rows.sort((a, b) => a.ep - b.ep || a.node - b.node);
   if (opts.json) {
@@ -210,7 +258,7 @@ export async function epList(ctx: Ctx, opts: { dc: string | number; json: boolea
       r.name,
       r.node,
       r.pid,
-      r.kind,
+      r.role === undefined ? r.kind : `${r.kind} (${r.role})`,
       r.flags.length ? r.flags.join('|') : '-',
       peer(r.sendTo),
       peer(r.getFrom),

@@ -1,0 +1,650 @@
+/**
+ * Primary-backup replication of an endpoint with automatic failover (DESIGN.md §7, docs/replication.md).
+ * Every node of the DC keeps the group ({primary, backups, epoch}); the kernels hold callers while the
+ * group has no primary (KernelReplicationApi). One module per daemon, talking to its peers over NodeRpc:
+ *
+ * ```
+ *   X (dvs run --replicas N)   every DC node            backup node B (each)
+ *   repl.setup {group} ───────▶ record, kernel.setReplicated
+ *   spawn the primary (DVS_REPLICA_ROLE=primary, reserved as usual)
+ *   repl.spawn ───────────────────────────────────────▶ spawn the same CMD (DVS_REPLICA_ROLE=backup,
+ *                                                       DVS_REPLICA_PRIMARY=X), wait for its backup bind
+ *   primary process: repl.replicate {state, client, entry}
+ *     primary daemon ── repl.apply {seq, ...} ────────▶ keep state + reply-cache entry, push {op:'apply'} to
+ *                     ◀──────── ok once the backup process acked it (repl.applied) ──┘
+ *   primary lost (its node down on our links, or repl.lost from its daemon after its process exited):
+ *     every node: candidates = backups whose links are up, in node-id order; the first one promotes:
+ *     directory move (store) → kernel.promote (bind broadcast: peers replay held calls) → push
+ *     {op:'promoted'} → repl.update {group, epoch+1} to every DC node.
+ * ```
+ * A backup that cannot be promoted (its process is gone) leaves the group (repl.leave) and the next one
+ * promotes. With no backup left the group ends: held callers get EDSTDIED.
+ */
+import type { Logger } from 'pino';
+import { Counter, type Registry } from 'prom-client';
+import type { Kernel } from '../kernel/kernel.js';
+import type { DcId, Endpoint, EndpointInfo, NodeId } from '../kernel/types.js';
+import type { ProcessInfo, ReplicaGroupInfo } from '../protocol/admin.js';
+import { DvsError, dvsError } from '../protocol/errors.js';
+import type { ClusterWiring } from './cluster.js';
+import type { EventLog } from './events.js';
+import type { AdminContext } from './local-server.js';
+import type { NodeRpc, NodeRpcHandler } from './node-rpc.js';
+import type { ProcessManager } from './processes.js';
+import type { ServiceRegistry } from './services.js';
+
+/** Replication modes `dvs run --mode` accepts (state-machine: see docs/replication.md, not yet wired). */
+export const REPLICATION_MODES = ['primary-backup'] as const;
+export type ReplicationMode = (typeof REPLICATION_MODES)[number];
+
+/** A replicated endpoint as every node of its DC records it. */
+export interface ReplicaGroup extends ReplicaGroupInfo {
+  dc: DcId;
+  ep: Endpoint;
+  dcName: string;
+  name: string;
+  cmd: string[];
+  /** The user's environment (without DVS_*), given to every replica. */
+  env: Record<string, string>;
+  cwd?: string;
+}
+
+export interface ReplicationOptions {
+  nodeId: NodeId;
+  kernel: Kernel;
+  nodeRpc: NodeRpc;
+  processes: ProcessManager;
+  cluster: () => ClusterWiring | undefined;
+  events: EventLog;
+  logger: Logger;
+  /** Is the link to `node` up? */
+  linkUp: (node: NodeId) => boolean;
+  /** Environment a process started here gets (DVS_SOCKET, DVS_DC, ...), as `dvs run` builds it. */
+  processEnv: (dc: DcId, dcName: string, ep: Endpoint) => Record<string, string>;
+  /** The daemon's own `proc.run` (spawn + reserve) for the primary. */
+  runLocal: (params: Record<string, unknown>) => Promise<ProcessInfo>;
+  registry?: Registry;
+  /** How long a backup may take to start and bind, ms (default 10 000). */
+  startTimeoutMs?: number;
+  /** How long the primary waits for one backup to apply a state, ms (default 5000): then it is dropped. */
+  applyTimeoutMs?: number;
+}
+
+/** Per-group state on this node. */
+interface Local {
+  g: ReplicaGroup;
+  /** Backup side: the latest state and the reply cache (client endpoint -> SDK entry), as last applied. */
+  state: Uint8Array | null;
+  cache: Map<Endpoint, Uint8Array>;
+  seq: number;
+  /** The local replica process's subscription (repl.hooks). */
+  hooked: { ctx: AdminContext; sub: number } | undefined;
+  /** Applies pushed to the local backup process and not acked yet, by seq. */
+  acks: Map<number, () => void>;
+  /** When this node first saw the primary lost (performance.now), for the failover time. */
+  lostAt: number | undefined;
+  promoting: boolean;
+}
+
+const key = (dc: DcId, ep: Endpoint) => `${dc}/${ep}`;
+const ROLE_ENV = 'DVS_REPLICA_ROLE';
+const PRIMARY_ENV = 'DVS_REPLICA_PRIMARY';
+
+export class Replication {
+  private readonly groups = new Map<string, Local>();
+  private readonly log: Logger;
+  private readonly failovers: Counter | undefined;
+  private readonly applyTimeoutMs: number;
+
+  constructor(private readonly o: ReplicationOptions) {
+    this.log = o.logger.child({ component: 'replication' });
+    this.applyTimeoutMs = o.applyTimeoutMs ?? 5000;
+    this.failovers = o.registry
+      ? new Counter({
+          name: 'dvs_replication_failovers_total',
+          help: 'Backups promoted to primary on this node',
+          registers: [o.registry],
+        })
+      : undefined;
+  }
+
+  /** SDK-facing services: `repl.hooks`, `repl.replicate`, `repl.applied`, `repl.info`. */
+  registerServices(services: ServiceRegistry): void {
+    services.registerAll('repl', {
+      hooks: (p, ctx) => this.hooks(p, ctx),
+      replicate: (p, ctx) => this.replicate(p, ctx),
+      applied: (p, ctx) => this.applied(p, ctx),
+      info: (_p, ctx) => this.info(ctx),
+    });
+  }
+
+  /** Methods other daemons call on this one. */
+  nodeMethods(): Record<string, NodeRpcHandler> {
+    return {
+      'repl.setup': async (_m, p) => this.setup(p),
+      'repl.spawn': (_m, p, _from, signal) => this.spawnBackup(p, signal),
+      'repl.apply': (_m, p, from, signal) => this.apply(p, from, signal),
+      'repl.lost': async (_m, p) => this.lost(p),
+      'repl.update': async (_m, p) => this.update(p),
+      'repl.leave': async (_m, p) => this.leave(p),
+      'repl.drop': async (_m, p) => this.drop(p),
+    };
+  }
+
+  /** Fail what waits here (daemon stopping). */
+  stop(): void {
+    for (const l of this.groups.values()) for (const done of l.acks.values()) done();
+  }
+
+  // ─────────────────────────── dvs run --replicas ───────────────────────────
+
+  /** `proc.run` with `replicas` (and `mode`): the primary here, backups on the next live nodes of the DC. */
+  async run(
+    p: Record<string, unknown>,
+    signal: AbortSignal,
+  ): Promise<ProcessInfo & { replicas: ReplicaGroupInfo }> {
+    const k = this.o.kernel;
+    const mode = p.mode ?? 'primary-backup';
+    if (mode === 'state-machine') {
+      throw dvsError('EINVAL', '--mode state-machine is not available yet (see docs/replication.md)');
+    }
+    if (mode !== 'primary-backup') throw dvsError('EINVAL', `unknown replication mode '${String(mode)}'`);
+    const n = p.replicas;
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 65536) {
+      throw dvsError('EINVAL', `replicas must be a positive integer (got ${JSON.stringify(n)})`);
+    }
+    const ref = p.dc;
+    const cfg = typeof ref === 'number' || typeof ref === 'string' ? k.findDc(ref) : undefined;
+    if (cfg === undefined) throw dvsError('ENOENT', `no DC '${String(ref)}' on node ${this.o.nodeId}`);
+    const ep = p.ep as number;
+    if (n > cfg.nodes.length) {
+      throw dvsError(
+        'EINVAL',
+        `--replicas ${n} is more than the ${cfg.nodes.length} node(s) of DC '${cfg.name}' (nodes ${cfg.nodes.join(',')}): one replica per node`,
+        { dc: cfg.id, nodes: cfg.nodes },
+      );
+    }
+    const others = cfg.nodes.filter((x) => x !== this.o.nodeId && this.o.linkUp(x)).sort((a, b) => a - b);
+    if (others.length < n - 1) {
+      throw dvsError(
+        'EUNAVAIL',
+        `--replicas ${n} needs ${n - 1} other live node(s) of DC '${cfg.name}'; reachable now: ${others.join(',') || 'none'}`,
+      );
+    }
+    if (k.endpoints(cfg.id).some((e) => e.ep === ep) || this.groups.has(key(cfg.id, ep))) {
+      throw dvsError('EBOUND', `endpoint ${ep} of DC '${cfg.name}' is already bound`, { dc: cfg.id, ep });
+    }
+    const userEnv: Record<string, string> = {};
+    if (typeof p.env === 'object' && p.env !== null) {
+      for (const [name, v] of Object.entries(p.env)) if (!name.startsWith('DVS_')) userEnv[name] = String(v);
+    }
+    const g: ReplicaGroup = {
+      dc: cfg.id,
+      ep,
+      dcName: cfg.name,
+      name: typeof p.name === 'string' ? p.name : `ep${ep}`,
+      cmd: p.cmd as string[],
+      env: userEnv,
+      ...(typeof p.cwd === 'string' ? { cwd: p.cwd } : {}),
+      mode: 'primary-backup',
+      primary: this.o.nodeId,
+      backups: others.slice(0, n - 1),
+      epoch: 1,
+    };
+    const members = cfg.nodes.filter((x) => x !== this.o.nodeId && this.o.linkUp(x));
+    const undo = async () => {
+      await Promise.allSettled(
+        members.map((x) => this.o.nodeRpc.call(x, 'repl.drop', { dc: g.dc, ep }, { timeout: 5000 })),
+      );
+      this.drop({ dc: g.dc, ep });
+      await this.o.processes.kill(g.dc, ep, 'SIGKILL', 0).catch(() => undefined);
+    };
+    try {
+      this.setup({ group: g });
+      await Promise.all(
+        members.map((x) => this.o.nodeRpc.call(x, 'repl.setup', { group: g }, { signal, timeout: 5000 })),
+      );
+      const info = await this.o.runLocal({
+        ...p,
+        env: { ...userEnv, [ROLE_ENV]: 'primary', DVS_REPLICA_BACKUPS: g.backups.join(',') },
+      });
+      await Promise.all(
+        g.backups.map((b) =>
+          this.o.nodeRpc.call(
+            b,
+            'repl.spawn',
+            { dc: g.dc, ep },
+            { signal, timeout: (this.o.startTimeoutMs ?? 10_000) + 2000 },
+          ),
+        ),
+      );
+      this.o.events.emit('repl.started', `${g.dcName}/${ep}`, { ...groupInfo(g) });
+      this.log.info({ dc: g.dc, ep, primary: g.primary, backups: g.backups }, 'replicated endpoint started');
+      return { ...info, replicas: groupInfo(g) };
+    } catch (e) {
+      await undo();
+      throw e;
+    }
+  }
+
+  /** Record a group (every DC node) and tell the kernel. */
+  private setup(p: unknown): { ok: true } {
+    const g = groupParam((p as { group?: unknown } | null)?.group);
+    const k2 = key(g.dc, g.ep);
+    const have = this.groups.get(k2);
+    if (have !== undefined && have.g.epoch >= g.epoch) return { ok: true };
+    this.o.kernel.setReplicated(Date.now(), g.dc, g.ep, true);
+    this.groups.set(k2, {
+      g,
+      state: null,
+      cache: new Map(),
+      seq: 0,
+      hooked: have?.hooked,
+      acks: new Map(),
+      lostAt: undefined,
+      promoting: false,
+    });
+    return { ok: true };
+  }
+
+  /** Start the backup process of a group here and wait until it is bound as a backup. */
+  private async spawnBackup(p: unknown, signal: AbortSignal): Promise<{ pid: number }> {
+    const l = this.need(p);
+    const g = l.g;
+    if (!g.backups.includes(this.o.nodeId)) throw dvsError('EINVAL', `node ${this.o.nodeId} is no backup`);
+    const env = {
+      ...g.env,
+      ...this.o.processEnv(g.dc, g.dcName, g.ep),
+      [ROLE_ENV]: 'backup',
+      [PRIMARY_ENV]: String(g.primary),
+    };
+    const info = await this.o.processes.spawn({
+      dc: g.dc,
+      dcName: g.dcName,
+      ep: g.ep,
+      name: g.name,
+      cmd: g.cmd,
+      env,
+      ...(g.cwd !== undefined ? { cwd: g.cwd } : {}),
+    });
+    const deadline = Date.now() + (this.o.startTimeoutMs ?? 10_000);
+    for (;;) {
+      const row = this.o.kernel.endpoints(g.dc).find((e) => e.ep === g.ep && e.kind === 'backup');
+      if (row !== undefined && (row.pid === info.pid || row.pid === info.containerPid)) break;
+      const now = this.o.processes.get(g.dc, g.ep);
+      if (now?.exit) {
+        throw dvsError(
+          'ESRCDIED',
+          `the backup on node ${this.o.nodeId} exited at start (${JSON.stringify(now.exit)})`,
+        );
+      }
+      if (Date.now() > deadline || signal.aborted) {
+        await this.o.processes.kill(g.dc, g.ep, 'SIGKILL', 0).catch(() => undefined);
+        throw dvsError('ETIMEDOUT', `the backup on node ${this.o.nodeId} did not bind as a backup in time`);
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    return { pid: info.pid };
+  }
+
+  // ─────────────────────────── state shipping ───────────────────────────
+
+  /** `repl.replicate` from the primary process: every live backup applies it before this resolves. */
+  private async replicate(
+    p: Record<string, unknown>,
+    ctx: AdminContext,
+  ): Promise<{ seq: number; backups: number }> {
+    const c = ctx.caller;
+    if (c === undefined) throw dvsError('EINVAL', 'repl.replicate is for processes');
+    const l = this.groups.get(key(c.dc, c.ep));
+    if (l === undefined) throw dvsError('ENOENT', `endpoint ${c.ep} is not replicated`);
+    if (l.g.primary !== this.o.nodeId)
+      throw dvsError('ENOTOWNER', `the primary of ${c.ep} is node ${l.g.primary}`);
+    const state = p.state instanceof Uint8Array ? p.state : undefined;
+    const client = typeof p.client === 'number' ? p.client : undefined;
+    const entry = p.entry instanceof Uint8Array ? p.entry : undefined;
+    const seq = ++l.seq;
+    const epoch = l.g.epoch;
+    const targets = l.g.backups.filter((b) => this.o.linkUp(b));
+    const msg = { dc: c.dc, ep: c.ep, epoch, seq, state, client, entry };
+    const results = await Promise.allSettled(
+      targets.map((b) =>
+        this.o.nodeRpc.call(b, 'repl.apply', msg, { signal: ctx.signal, timeout: this.applyTimeoutMs }),
+      ),
+    );
+    let ok = 0;
+    results.forEach((r, i) => {
+      if (r.status === 'fulfilled') {
+        ok++;
+        return;
+      }
+      // A backup that cannot keep up is no longer one: it must never be promoted with a stale state.
+      const b = targets[i]!;
+      this.log.warn({ dc: c.dc, ep: c.ep, backup: b, err: r.reason }, 'backup dropped: apply failed');
+      this.removeBackup(l, b, true);
+    });
+    if (ctx.signal.aborted) throw dvsError('EABORTED', 'the primary process went away');
+    return { seq, backups: ok };
+  }
+
+  /** `repl.apply` at a backup node. */
+  private async apply(p: unknown, from: NodeId, signal: AbortSignal): Promise<{ ok: true }> {
+    const l = this.need(p);
+    const o = p as { seq?: unknown; state?: unknown; client?: unknown; entry?: unknown };
+    if (from !== l.g.primary)
+      throw dvsError('ESTALE', `node ${from} is not the primary (node ${l.g.primary})`);
+    if (!l.g.backups.includes(this.o.nodeId))
+      throw dvsError('ENOTOWNER', `node ${this.o.nodeId} is no backup`);
+    const seq = typeof o.seq === 'number' ? o.seq : l.seq + 1;
+    if (o.state instanceof Uint8Array) l.state = o.state;
+    if (typeof o.client === 'number' && o.entry instanceof Uint8Array) l.cache.set(o.client, o.entry);
+    l.seq = seq;
+    const h = l.hooked;
+    if (h === undefined) return { ok: true };
+    // Kept by this daemon already; the process applies it before the primary goes on.
+    let timer: NodeJS.Timeout | undefined;
+    const acked = new Promise<void>((resolve) => {
+      l.acks.set(seq, resolve);
+      timer = setTimeout(resolve, this.applyTimeoutMs);
+      signal.addEventListener('abort', () => resolve(), { once: true });
+      const pushed = h.ctx.push(h.sub, {
+        op: 'apply',
+        seq,
+        ...(o.state instanceof Uint8Array ? { state: o.state } : {}),
+        ...(typeof o.client === 'number' && o.entry instanceof Uint8Array
+          ? { client: o.client, entry: o.entry }
+          : {}),
+      });
+      if (!pushed) resolve();
+    });
+    await acked;
+    clearTimeout(timer);
+    l.acks.delete(seq);
+    return { ok: true };
+  }
+
+  private applied(p: Record<string, unknown>, ctx: AdminContext): null {
+    const c = ctx.caller;
+    if (c === undefined || typeof p.seq !== 'number') throw dvsError('EINVAL', 'repl.applied: seq');
+    const l = this.groups.get(key(c.dc, c.ep));
+    const done = l?.acks.get(p.seq);
+    if (done !== undefined) {
+      l!.acks.delete(p.seq);
+      done();
+    }
+    return null;
+  }
+
+  /** `repl.hooks` from a replica process: its role, and for a backup what it must apply first. */
+  private hooks(p: Record<string, unknown>, ctx: AdminContext) {
+    const c = ctx.caller;
+    if (c === undefined) throw dvsError('EINVAL', 'repl.hooks is for processes');
+    if (typeof p.sub !== 'number') throw dvsError('EINVAL', 'repl.hooks: sub');
+    const l = this.groups.get(key(c.dc, c.ep));
+    if (l === undefined) throw dvsError('ENOENT', `endpoint ${c.ep} of DC ${c.dc} is not replicated`);
+    const h = { ctx, sub: p.sub };
+    l.hooked = h;
+    ctx.onClose(() => {
+      if (l.hooked === h) l.hooked = undefined;
+      for (const done of l.acks.values()) done();
+    });
+    const primary = l.g.primary === this.o.nodeId;
+    return {
+      ...groupInfo(l.g),
+      role: primary ? 'primary' : 'backup',
+      seq: l.seq,
+      state: primary ? null : l.state,
+      cache: primary ? [] : [...l.cache],
+    };
+  }
+
+  private info(ctx: AdminContext): ReplicaGroupInfo & { role: 'primary' | 'backup' } {
+    const c = ctx.caller;
+    if (c === undefined) throw dvsError('EINVAL', 'repl.info is for processes');
+    const l = this.groups.get(key(c.dc, c.ep));
+    if (l === undefined) throw dvsError('ENOENT', `endpoint ${c.ep} is not replicated`);
+    return { ...groupInfo(l.g), role: l.g.primary === this.o.nodeId ? 'primary' : 'backup' };
+  }
+
+  // ─────────────────────────── failure and failover ───────────────────────────
+
+  /** The link to `node` is down: groups it was the primary of fail over, its backups leave. */
+  nodeDown(node: NodeId): void {
+    for (const l of [...this.groups.values()]) {
+      if (l.g.primary === node) this.primaryLost(l, node);
+      else if (l.g.backups.includes(node)) this.removeBackup(l, node, false);
+    }
+  }
+
+  /** A process started here exited: a primary fails over, a backup leaves its group. */
+  onProcessExit(info: ProcessInfo): void {
+    const l = this.groups.get(key(info.dc, info.ep));
+    if (l === undefined) return;
+    const me = this.o.nodeId;
+    if (l.g.primary === me) {
+      this.log.warn({ dc: info.dc, ep: info.ep, pid: info.pid }, 'primary process exited: failing over');
+      const g = l.g;
+      for (const x of this.dcPeers(g.dc)) {
+        this.o.nodeRpc
+          .call(x, 'repl.lost', { dc: g.dc, ep: g.ep, primary: me, epoch: g.epoch }, { timeout: 5000 })
+          .catch((e: unknown) => this.log.debug({ peer: x, err: e }, 'repl.lost not delivered'));
+      }
+      this.primaryLost(l, me);
+    } else if (l.g.backups.includes(me)) {
+      this.removeBackup(l, me, true);
+    }
+  }
+
+  private lost(p: unknown): { ok: true } {
+    const l = this.need(p);
+    const o = p as { primary?: unknown };
+    if (typeof o.primary === 'number') this.primaryLost(l, o.primary);
+    return { ok: true };
+  }
+
+  /** The primary `dead` of group `l` is gone: the first live backup promotes itself; the others wait. */
+  private primaryLost(l: Local, dead: NodeId): void {
+    const g = l.g;
+    if (g.primary !== dead) return;
+    l.lostAt ??= performance.now();
+    const live = g.backups.filter((b) => b === this.o.nodeId || this.o.linkUp(b)).sort((a, b) => a - b);
+    if (live.length === 0) {
+      this.log.error({ dc: g.dc, ep: g.ep }, 'primary lost and no backup left: the endpoint is gone');
+      this.o.events.emit('repl.ended', `${g.dcName}/${g.ep}`, { dc: g.dc, ep: g.ep, primary: dead });
+      this.drop({ dc: g.dc, ep: g.ep });
+      return;
+    }
+    if (live[0] !== this.o.nodeId || l.promoting) return;
+    l.promoting = true;
+    void this.promote(l, dead).finally(() => {
+      l.promoting = false;
+    });
+  }
+
+  private async promote(l: Local, dead: NodeId): Promise<void> {
+    const g = l.g;
+    const me = this.o.nodeId;
+    const row = this.o.kernel.endpoints(g.dc).find((e) => e.ep === g.ep && e.kind === 'backup');
+    const cluster = this.o.cluster();
+    if (row !== undefined && cluster !== undefined) {
+      // Before the announcement, as a migration does: the bind hook then finds the entry here. The old
+      // entry may be gone already (its lease expired, or its node unbound it): then the bind creates it.
+      await cluster.moveEndpoint(g.dc, g.ep, dead, me, row.pid, g.name).catch((e: unknown) => {
+        if (!(e instanceof DvsError && (e.code === 'ENOTBOUND' || e.code === 'EMOVED'))) {
+          this.log.warn({ dc: g.dc, ep: g.ep, err: e }, 'directory move at failover failed');
+        }
+      });
+    }
+    if (g.primary !== dead) return; // someone else's promotion arrived meanwhile
+    try {
+      this.o.kernel.promote(Date.now(), g.dc, g.ep);
+    } catch (e) {
+      // No backup process here after all: leave, so the next backup promotes.
+      this.log.warn({ dc: g.dc, ep: g.ep, err: e }, 'cannot promote here: leaving the group');
+      this.removeBackup(l, me, true);
+      this.primaryLost(l, dead);
+      return;
+    }
+    const ms = l.lostAt === undefined ? 0 : Math.round((performance.now() - l.lostAt) * 100) / 100;
+    l.g = { ...g, primary: me, backups: g.backups.filter((b) => b !== me), epoch: g.epoch + 1 };
+    l.lostAt = undefined;
+    // The reply cache and state are the process's now; this daemon no longer holds a backup's copy.
+    l.state = null;
+    l.cache.clear();
+    this.failovers?.inc();
+    this.log.info({ dc: g.dc, ep: g.ep, from: dead, backups: l.g.backups, ms }, 'promoted to primary');
+    this.o.events.emit('failover', `${g.dcName}/${g.ep}`, { dc: g.dc, ep: g.ep, from: dead, to: me, ms });
+    if (l.hooked !== undefined) l.hooked.ctx.push(l.hooked.sub, { op: 'promoted', ...groupInfo(l.g) });
+    const next = { group: l.g };
+    for (const x of this.dcPeers(g.dc)) {
+      this.o.nodeRpc
+        .call(x, 'repl.update', next, { timeout: 5000 })
+        .catch((e: unknown) => this.log.debug({ peer: x, err: e }, 'repl.update not delivered'));
+    }
+  }
+
+  /** A newer version of a group (a promotion elsewhere). */
+  private update(p: unknown): { ok: true } {
+    const g = groupParam((p as { group?: unknown } | null)?.group);
+    const l = this.groups.get(key(g.dc, g.ep));
+    if (l === undefined) return this.setup(p);
+    if (g.epoch <= l.g.epoch) return { ok: true };
+    l.g = g;
+    l.lostAt = undefined;
+    return { ok: true };
+  }
+
+  /** `node` is no longer a backup of group `l` (tell the DC when `tell`: its process or apply failed). */
+  private removeBackup(l: Local, node: NodeId, tell: boolean): void {
+    if (!l.g.backups.includes(node)) return;
+    l.g = { ...l.g, backups: l.g.backups.filter((b) => b !== node) };
+    if (!tell) return;
+    for (const x of this.dcPeers(l.g.dc)) {
+      this.o.nodeRpc
+        .call(x, 'repl.leave', { dc: l.g.dc, ep: l.g.ep, node }, { timeout: 5000 })
+        .catch((e: unknown) => this.log.debug({ peer: x, err: e }, 'repl.leave not delivered'));
+    }
+  }
+
+  private leave(p: unknown): { ok: true } {
+    const l = this.need(p);
+    const node = (p as { node?: unknown }).node;
+    if (typeof node !== 'number') throw dvsError('EINVAL', 'repl.leave: node');
+    const wasNext = l.g.backups.includes(node);
+    this.removeBackup(l, node, false);
+    // A backup that could not take over left while the primary is lost: the next one may be us.
+    if (wasNext && l.lostAt !== undefined) this.primaryLost(l, l.g.primary);
+    return { ok: true };
+  }
+
+  /** Forget a group here; callers still held for it fail (EDSTDIED). */
+  private drop(p: unknown): { ok: true } {
+    const o = (p ?? {}) as { dc?: unknown; ep?: unknown };
+    if (typeof o.dc !== 'number' || typeof o.ep !== 'number') throw dvsError('EINVAL', 'repl: dc, ep');
+    const l = this.groups.get(key(o.dc, o.ep));
+    if (l === undefined) return { ok: true };
+    this.groups.delete(key(o.dc, o.ep));
+    for (const done of l.acks.values()) done();
+    if (this.o.kernel.findDc(o.dc) !== undefined) this.o.kernel.setReplicated(Date.now(), o.dc, o.ep, false);
+    return { ok: true };
+  }
+
+  // ─────────────────────────── introspection ───────────────────────────
+
+  /**
+   * `ep.list` rows with the replication roles: the primary's row gets `role: 'primary'` and the group, the
+   * local backup's row shows this node (the kernel's row names the primary it routes to), and every other
+   * backup gets a row of its own.
+   */
+  decorate(
+    dc: DcId,
+    rows: EndpointInfo[],
+  ): (EndpointInfo & { role?: 'primary' | 'backup'; replicas?: ReplicaGroupInfo })[] {
+    type Row = EndpointInfo & { role?: 'primary' | 'backup'; replicas?: ReplicaGroupInfo };
+    const groups = [...this.groups.values()].filter((l) => l.g.dc === dc);
+    if (groups.length === 0) return rows;
+    const out: Row[] = rows.filter((r) => !groups.some((l) => l.g.ep === r.ep));
+    const blank = (l: Local, node: NodeId, kind: 'remote' | 'backup'): Row => ({
+      dc,
+      ep: l.g.ep,
+      name: l.g.name,
+      node,
+      pid: -1,
+      kind,
+      flags: kind === 'backup' ? ['REMOTE', 'BACKUP'] : ['REMOTE'],
+      sendTo: null,
+      getFrom: null,
+      queued: 0,
+      pendingNotify: 0,
+      counters: { lclSent: 0, rmtSent: 0, received: 0, notifies: 0, copyBytes: 0 },
+    });
+    for (const l of groups) {
+      const replicas = groupInfo(l.g);
+      const mine = rows.find((r) => r.ep === l.g.ep && r.kind !== 'backup');
+      const backup = rows.find((r) => r.ep === l.g.ep && r.kind === 'backup');
+      // The kernel's own row when it knows the primary; else (a backup's node knows only its backup entry).
+      const primary = mine ?? blank(l, l.g.primary, 'remote');
+      out.push({ ...primary, role: 'primary', replicas });
+      for (const b of l.g.backups) {
+        const row =
+          b === this.o.nodeId && backup !== undefined ? { ...backup, node: b } : blank(l, b, 'backup');
+        out.push({ ...row, role: 'backup', replicas });
+      }
+    }
+    return out.sort(
+      (x, y) => x.ep - y.ep || Number(x.role === 'backup') - Number(y.role === 'backup') || x.node - y.node,
+    );
+  }
+
+  /** The group named by params `{dc, ep}` (ENOENT if not recorded here). */
+  private need(p: unknown): Local {
+    const o = (p ?? {}) as { dc?: unknown; ep?: unknown };
+    if (typeof o.dc !== 'number' || typeof o.ep !== 'number') throw dvsError('EINVAL', 'repl: dc, ep');
+    const l = this.groups.get(key(o.dc, o.ep));
+    if (l === undefined) throw dvsError('ENOENT', `endpoint ${o.ep} of DC ${o.dc} is not replicated here`);
+    return l;
+  }
+
+  /** The other nodes of DC `dc` whose links are up. */
+  private dcPeers(dc: DcId): NodeId[] {
+    const cfg = this.o.kernel.findDc(dc);
+    return (cfg?.nodes ?? []).filter((x) => x !== this.o.nodeId && this.o.linkUp(x));
+  }
+}
+
+/** A group's public part (ep.list rows, proc.run's result). */
+function groupInfo(g: ReplicaGroup): ReplicaGroupInfo {
+  return { mode: g.mode, primary: g.primary, backups: [...g.backups], epoch: g.epoch };
+}
+
+function groupParam(v: unknown): ReplicaGroup {
+  const g = (v ?? {}) as Partial<ReplicaGroup>;
+  const ints = (xs: unknown) => Array.isArray(xs) && xs.every((x) => Number.isInteger(x));
+  if (
+    typeof g.dc !== 'number' ||
+    typeof g.ep !== 'number' ||
+    typeof g.dcName !== 'string' ||
+    typeof g.name !== 'string' ||
+    !Array.isArray(g.cmd) ||
+    !g.cmd.every((a) => typeof a === 'string') ||
+    typeof g.primary !== 'number' ||
+    !ints(g.backups) ||
+    typeof g.epoch !== 'number' ||
+    g.mode !== 'primary-backup'
+  ) {
+    throw dvsError('EINVAL', 'malformed replica group');
+  }
+  return {
+    dc: g.dc,
+    ep: g.ep,
+    dcName: g.dcName,
+    name: g.name,
+    cmd: g.cmd,
+    env: typeof g.env === 'object' && g.env !== null ? g.env : {},
+    ...(typeof g.cwd === 'string' ? { cwd: g.cwd } : {}),
+    mode: g.mode,
+    primary: g.primary,
+    backups: g.backups as NodeId[],
+    epoch: g.epoch,
+  };
+}

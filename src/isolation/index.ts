@@ -80,6 +80,11 @@ export interface IsolationOptions {
   cgroupParent?: string;
   /** Host directory with the node's DVK socket: bind-mounted at `/run/dvs` in every container. */
   socketDir?: string;
+  /**
+   * The directory bind-mounted at /run/dvs in DC `dc`'s container (default: `socketDir` for every DC). One
+   * per DC lets the daemon serve each DC's processes on a socket that only binds in that DC.
+   */
+  socketDirFor?: (dc: number) => string;
   /** The node's underlay for DC LANs; absent = no LANs on this node. */
   lan?: { dev: string; localIp: string; port?: number };
   /** Network namespace playing "the node" (tests); default: the daemon's own. */
@@ -336,7 +341,7 @@ export class Isolation {
         {
           netns: names.netns,
           hostname: `${spec.name}-${this.opts.nodeName}`,
-          ...(this.opts.socketDir !== undefined ? { socketDir: this.opts.socketDir } : {}),
+          ...this.socketDirOf(spec.dc),
           cgroup: { driver, name: names.cgroup },
           logger: this.opts.logger,
         },
@@ -583,11 +588,17 @@ export class Isolation {
     return [...this.dcs.keys()];
   }
 
+  /** The /run/dvs source of DC `dc`'s container, as an option of DcContainer. */
+  private socketDirOf(dc: DcId): { socketDir?: string } {
+    const dir = this.opts.socketDirFor?.(dc) ?? this.opts.socketDir;
+    return dir === undefined ? {} : { socketDir: dir };
+  }
+
   private containerOpts(dc: DcId, hostname: string) {
     return {
       netns: dcNames(this.opts.prefix, dc).netns,
       hostname,
-      ...(this.opts.socketDir !== undefined ? { socketDir: this.opts.socketDir } : {}),
+      ...this.socketDirOf(dc),
       cgroup: { driver: this.need(), name: dcNames(this.opts.prefix, dc).cgroup },
       logger: this.opts.logger,
     };

@@ -178,6 +178,8 @@ class Daemon implements NodeDaemon {
       ...(opts.isolationPrefix !== undefined ? { prefix: opts.isolationPrefix } : {}),
       ...(opts.lanUnderlay !== undefined ? { lan: opts.lanUnderlay } : {}),
       store: () => this.cluster?.clusterStore,
+      dcSocket: (dc, path) =>
+        path === undefined ? this.local.closeForDc(dc) : this.local.listenForDc(dc, path),
     });
     this.processes = new ProcessManager({
       nodeId: opts.nodeId,
@@ -672,6 +674,13 @@ class Daemon implements NodeDaemon {
 
   /** The admin RPC (src/protocol/admin.ts). Each method validates its params: they come from a socket. */
   private async admin(name: string, params: unknown, ctx: AdminContext): Promise<unknown> {
+    if (ctx.restricted) {
+      // A session on a DC's own socket (inside its container): DVK services of its own DC, after HELLO.
+      if (ctx.caller === undefined)
+        throw dvsError('EPERM', 'bind an endpoint (HELLO) before calling services');
+      if (!this.services.has(name))
+        throw dvsError('EPERM', `'${name}' is not available inside a DC container`);
+    }
     if (this.services.has(name)) return this.services.call(name, params, ctx);
     const method = name as AdminMethod;
     const signal = ctx.signal;

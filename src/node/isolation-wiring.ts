@@ -20,7 +20,7 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { link, mkdir, unlink } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
@@ -89,6 +89,11 @@ export interface IsolationWiringOptions {
   lan?: { dev: string; localIp: string } | 'auto' | 'off';
   /** The cluster store, once open (`--store`): DC limits and LAN places are kept there. */
   store?: () => ClusterStore | undefined;
+  /**
+   * Serve DC `dc`'s processes on the socket `path` (inside its container at /run/dvs): sessions there may
+   * only bind in that DC and only call DVK services (LocalServer.listenForDc). `undefined` path: stop.
+   */
+  dcSocket?: (dc: DcId, path: string | undefined) => Promise<void>;
 }
 
 /** `/dvs/dciso/<name>`: a DC's limits (text, `max` = removed) and LAN prefix. */
@@ -139,6 +144,7 @@ export class IsolationWiring {
       mode: this.o.mode ?? 'auto',
       ...(this.o.cgroup ? { cgroup: this.o.cgroup } : {}),
       socketDir: this.socketDir,
+      socketDirFor: (dc) => join(this.socketDir, String(dc)),
       ...(this.underlay ? { lan: this.underlay } : {}),
     });
     await this.iso.start();
@@ -151,10 +157,6 @@ export class IsolationWiring {
       return;
     }
     await mkdir(this.socketDir, { recursive: true });
-    const inside = join(this.socketDir, basename(this.o.socket));
-    await unlink(inside).catch(() => {});
-    // A hard link to the socket inode: the container sees the socket and nothing else of the data dir.
-    await link(this.o.socket, inside);
     for (const f of await this.iso.list()) this.leftovers.add(f.dc);
     await this.sweepAbandoned().catch((e: unknown) =>
       this.log.warn({ err: e }, 'sweeping containers of vanished daemons failed'),
@@ -226,7 +228,6 @@ export class IsolationWiring {
       }
     }
     await this.iso?.stop();
-    if (this.enabled) await unlink(join(this.socketDir, basename(this.o.socket))).catch(() => {});
   }
 
   /** Mode, reason, cgroup driver (for `status`). */
@@ -293,6 +294,7 @@ export class IsolationWiring {
     return this.chain(cfg.id, async () => {
       const s = this.toSpec(cfg, spec);
       const iso = this.need();
+      await this.openDcSocket(cfg.id);
       if (this.leftovers.delete(cfg.id)) {
         const adopted = await iso.adopt([s]);
         if (adopted.includes(cfg.id)) {
@@ -315,7 +317,26 @@ export class IsolationWiring {
       this.specs.delete(dc);
       this.leftovers.delete(dc);
       await this.removeObjects(dc);
+      await this.closeDcSocket(dc);
     });
+  }
+
+  /**
+   * The DC's own socket, in the directory its container sees at /run/dvs: a process there reaches the DVK
+   * through it, can bind only in this DC and call only DVK services (never the admin methods: no `dc rm`,
+   * `run` or `node shutdown` from inside a container), and sees nothing else of the data dir.
+   */
+  private async openDcSocket(dc: DcId): Promise<void> {
+    if (!this.enabled || this.o.dcSocket === undefined) return;
+    const dir = join(this.socketDir, String(dc));
+    await mkdir(dir, { recursive: true });
+    await this.o.dcSocket(dc, join(dir, basename(this.o.socket)));
+  }
+
+  private async closeDcSocket(dc: DcId): Promise<void> {
+    if (this.o.dcSocket === undefined) return;
+    await this.o.dcSocket(dc, undefined).catch(() => undefined);
+    await rm(join(this.socketDir, String(dc)), { recursive: true, force: true }).catch(() => undefined);
   }
 
   /**

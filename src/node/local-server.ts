@@ -60,6 +60,11 @@ export interface AdminContext {
   push(sub: number, data: unknown): boolean;
   /** Run `fn` once when the session closes: release what the session held (locks, group membership, watches). */
   onClose(fn: () => void): void;
+  /**
+   * The session came in on a DC's own socket (a container's /run/dvs): it may call DVK services for its
+   * own DC only, never the admin methods (the daemon refuses them with EPERM).
+   */
+  restricted?: boolean;
 }
 
 /** Serves one admin RPC; throws DvsError (or anything: it becomes EINTERNAL) on failure. */
@@ -105,6 +110,8 @@ class Session implements PostSink {
   pid = -1;
   /** Set by HELLO. */
   caller: AdminCaller | undefined;
+  /** Set for sessions accepted on a DC's own socket (listenForDc): HELLO may only name that DC. */
+  dcLock: DcId | undefined;
   /** Admin calls still running, by request id: `$cancel` aborts one. */
   readonly adminCalls = new Map<number, AbortController>();
   /** Cleanups registered by services through AdminContext.onClose. */
@@ -143,6 +150,8 @@ export class LocalServer {
   private readonly dirty: Session[] = [];
   private flushScheduled = false;
   private server: Server | undefined;
+  /** Listeners of DCs' own sockets (listenForDc), by DC. */
+  private readonly dcServers = new Map<DcId, { server: Server; path: string }>();
   private nextProc: ProcId = 1;
 
   constructor(opts: LocalServerOptions) {
@@ -161,7 +170,33 @@ export class LocalServer {
   /** Listen on the socket path. Fails with EBUSY if another daemon is listening there. */
   async start(): Promise<void> {
     if (this.server) return;
-    const path = this.opts.path;
+    this.server = await this.listen(this.opts.path, undefined);
+    this.log.debug({ path: this.opts.path }, 'local socket listening');
+  }
+
+  /**
+   * Also serve DC `dc`'s processes on `path` (the socket its container sees): sessions accepted there may
+   * only bind in that DC (HELLO naming another is EPERM) and their admin calls are marked `restricted`.
+   * Replaces an earlier listener of the same DC. Must be called after start().
+   */
+  async listenForDc(dc: DcId, path: string): Promise<void> {
+    await this.closeForDc(dc);
+    const server = await this.listen(path, dc);
+    this.dcServers.set(dc, { server, path });
+    this.log.debug({ path, dc }, 'DC socket listening');
+  }
+
+  /** Stop serving DC `dc`'s own socket (its sessions are closed). */
+  async closeForDc(dc: DcId): Promise<void> {
+    const l = this.dcServers.get(dc);
+    if (l === undefined) return;
+    this.dcServers.delete(dc);
+    const closed = new Promise<void>((resolve) => l.server.close(() => resolve()));
+    for (const s of [...this.sessions.values()]) if (s.dcLock === dc) this.drop(s, undefined);
+    await closed;
+  }
+
+  private async listen(path: string, dcLock: DcId | undefined): Promise<Server> {
     if (existsSync(path)) {
       // Never delete something that is not a socket: the path is probably misconfigured.
       if (!(await lstat(path)).isSocket())
@@ -170,7 +205,7 @@ export class LocalServer {
         throw new DvsError('EBUSY', `a daemon is already listening on ${path}`, { path });
       await unlink(path).catch(() => undefined);
     }
-    const server = createServer({ allowHalfOpen: false }, (s) => this.accept(s));
+    const server = createServer({ allowHalfOpen: false }, (s) => this.accept(s, dcLock));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(path, () => {
@@ -178,19 +213,22 @@ export class LocalServer {
         resolve();
       });
     });
-    server.on('error', (err) => this.log.error({ err }, 'local socket server error'));
-    this.server = server;
-    this.log.debug({ path }, 'local socket listening');
+    server.on('error', (err) => this.log.error({ err, path }, 'local socket server error'));
+    return server;
   }
 
-  /** Close every session (their endpoints are detached) and the listener; removes the socket file. */
+  /** Close every session (their endpoints are detached) and the listeners; removes the socket files. */
   async stop(): Promise<void> {
     const server = this.server;
     if (!server) return;
     this.server = undefined;
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    const closing = [new Promise<void>((resolve) => server.close(() => resolve()))];
+    for (const [dc, l] of [...this.dcServers]) {
+      this.dcServers.delete(dc);
+      closing.push(new Promise<void>((resolve) => l.server.close(() => resolve())));
+    }
     for (const s of [...this.sessions.values()]) this.drop(s, undefined);
-    await closed;
+    await Promise.all(closing);
   }
 
   /** KernelIO.complete for a session: encode the RESULT (written at the end of the turn). */
@@ -232,9 +270,10 @@ export class LocalServer {
     }
   }
 
-  private accept(socket: Socket): void {
+  private accept(socket: Socket, dcLock: DcId | undefined): void {
     const id = this.nextProc++;
     const s = new Session(id, socket, this.maxFrameBytes);
+    s.dcLock = dcLock;
     this.sessions.set(id, s);
     s.post = this.onPost;
     const onFrame = (body: Uint8Array) => {
@@ -378,6 +417,13 @@ export class LocalServer {
       if (s.attached) throw new DvsError('EPROTO', 'session already attached');
       const dc = k.findDc(f.dc);
       if (dc === undefined) throw new DvsError('ENOENT', `no DC ${f.dc} on node ${k.nodeId}`, { dc: f.dc });
+      if (s.dcLock !== undefined && dc.id !== s.dcLock) {
+        this.log.warn(
+          { proc: s.id, pid: f.pid, dc: dc.id, socketOf: s.dcLock },
+          'refused a bind in another DC',
+        );
+        throw new DvsError('EPERM', `this socket serves DC ${s.dcLock} only: cannot bind in DC '${dc.name}'`);
+      }
       const opts: Parameters<KernelApi['attach']>[4] = { pid: f.pid };
       if (f.name !== undefined) opts.name = f.name;
       if (f.kind !== undefined) opts.kind = f.kind;
@@ -445,6 +491,7 @@ export class LocalServer {
         if (s.closed) fn();
         else s.closers.push(fn);
       },
+      ...(s.dcLock !== undefined ? { restricted: true } : {}),
     };
     let p: Promise<unknown>;
     try {

@@ -13,7 +13,7 @@ import type { NetnsCluster } from './harness.js';
 
 const run = promisify(execFile);
 const CLI = join(REPO, 'bin/dvs.js');
-const SDK = join(REPO, 'dist/src/sdk/index.js');
+export const SDK = join(REPO, 'dist/src/sdk/index.js');
 
 /** `dvs --dir <dir> ...args`: exit code, stdout, stderr (never throws on a non-zero exit). */
 export async function dvs(

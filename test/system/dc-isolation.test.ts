@@ -10,9 +10,10 @@
  * sweeps the containers of the DCs it no longer hosts (without a store, none).
  */
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { alive, cliDir, dvs, objectsOf, ok } from './dc-helpers.js';
+import { alive, cliDir, dvs, objectsOf, ok, SDK } from './dc-helpers.js';
 import { check, leftovers, NetnsCluster, systemSkipReason } from './harness.js';
 
 describe('system: DC isolation through the daemons and the CLI', { skip: systemSkipReason() }, () => {
@@ -175,6 +176,37 @@ describe('system: DC isolation through the daemons and the CLI', { skip: systemS
     );
     assert.equal(cross.code, 3);
     assert.match(cross.out, /ENETUNREACH|EHOSTUNREACH|ETIMEDOUT/);
+  });
+
+  test('from inside a container: no bind in another DC, no admin call, services of its own DC only', async () => {
+    const probe = join(c.dir, 'probe.mjs');
+    writeFileSync(
+      probe,
+      [
+        `const { connect, AdminClient } = await import(${JSON.stringify(SDK)});`,
+        'const code = (e) => e?.code ?? String(e);',
+        'const out = {};',
+        "out.otherDc = await connect({ dc: 'beta', endpoint: 150, timeout: 3000 }).then(() => 'bound', code);",
+        'const admin = await AdminClient.connect(process.env.DVS_SOCKET, { timeout: 3000 });',
+        "out.admin = await admin.call('dc.list', {}, { timeout: 3000 }).then(() => 'ok', code);",
+        "out.serviceBeforeHello = await admin.service('kv.get', { dc: 'alpha', key: 'k' }, { timeout: 3000 }).then(() => 'ok', code);",
+        'await admin.close();',
+        "const dvk = await connect({ dc: 'alpha', endpoint: 150, timeout: 3000 });",
+        'out.ownDc = dvk.dcName;',
+        "out.serviceOtherDc = await dvk.service('kv.get', { dc: 'beta', key: 'k' }, { timeout: 3000 }).then(() => 'ok', code);",
+        'await dvk.close();',
+        'console.log(JSON.stringify(out));',
+      ].join('\n'),
+    );
+    const r = await dvs(dir, 'exec', '--dc', 'alpha', '--node', '0', '--', process.execPath, probe);
+    assert.equal(r.code, 0, r.err);
+    assert.deepEqual(JSON.parse(r.out.trim().split('\n').pop()!), {
+      otherDc: 'EPERM',
+      admin: 'EPERM',
+      serviceBeforeHello: 'EPERM',
+      ownDc: 'alpha',
+      serviceOtherDc: 'EPERM',
+    });
   });
 
   test('an OOM kill is reported as such', async () => {

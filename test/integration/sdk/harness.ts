@@ -51,6 +51,7 @@ export const fakeAdmin: AdminHandler = async (method, params, ctx) => {
   if (method === 'boom') throw new Error('handler bug');
   // Service-channel probes: who is calling, pushed events, cleanup on session close.
   if (method === 'whoami') return ctx.caller ?? null;
+  if (method === 'restricted') return ctx.restricted === true;
   if (method === 'push') {
     const { sub, n } = params as { sub: number; n: number };
     for (let i = 0; i < n; i++) ctx.push(sub, { i });

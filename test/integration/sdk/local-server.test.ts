@@ -12,6 +12,7 @@ import { LocalServer } from '../../../src/node/local-server.js';
 import { FrameDecoder } from '../../../src/protocol/frame.js';
 import type { ProcFrame } from '../../../src/protocol/proc-frames.js';
 import { decodeProcFrame, ProcFrameWriter } from '../../../src/protocol/proc-frames.js';
+import { connect } from '../../../src/sdk/index.js';
 import { FakeKernel } from './fake-kernel.js';
 import type { TestNode } from './harness.js';
 import { DC, startNode } from './harness.js';
@@ -117,4 +118,27 @@ test('start refuses a path held by a live daemon or by a regular file, and repla
   const next = new LocalServer({ path: node.socket, kernel: node.kernel, logger, admin });
   await next.start();
   await next.stop();
+});
+
+test("a DC's own socket binds only in that DC and marks its admin calls restricted", async () => {
+  const path = join(node.dir, 'dc.sock');
+  await node.server.listenForDc(DC.id, path);
+  const other = { ...DC, id: DC.id + 1, name: 'other' };
+  node.kernel.createDc(other);
+  await assert.rejects(
+    connect({ socket: path, dc: 'other', endpoint: 130, timeout: 2000 }),
+    (e: unknown) => (e as { code?: string }).code === 'EPERM',
+  );
+  const own = await connect({ socket: path, dc: DC.name, endpoint: 131, timeout: 2000 });
+  assert.equal(await own.service('restricted', {}, { timeout: 2000 }), true);
+  await own.close();
+  // The daemon's main socket is not restricted.
+  const main = await connect({ socket: node.socket, dc: 'other', endpoint: 132, timeout: 2000 });
+  assert.equal(await main.service('restricted', {}, { timeout: 2000 }), false);
+  await main.close();
+  await node.server.closeForDc(DC.id);
+  await assert.rejects(
+    connect({ socket: path, dc: DC.name, endpoint: 133, timeout: 1000 }),
+    (e: unknown) => (e as { code?: string }).code === 'ENOTCONN',
+  );
 });

@@ -10,9 +10,10 @@
  *  start(): Isolation.start + what a previous daemon left ──▶ ensureDc adopts it; finishStart() sweeps the rest
  * ```
  *
- * Processes in a container reach the DVK socket at `/run/dvs/<socket name>`: the host directory
- * `<dataDir>/run/` is bind-mounted there, and holds a hard link to the daemon's socket (re-made at every
- * start), so the container sees only the socket, not the node's logs and store.
+ * Processes in a container reach the DVK at `/run/dvs/<socket name>`: the host directory
+ * `<dataDir>/run/<dc>/` is bind-mounted there and holds that DC's own socket (a DC-locked listener of the
+ * local server: bind only in this DC, DVK services only), so the container sees only its socket, not the
+ * node's logs and store.
  *
  * Without root (or with `isolation: 'off'`) the daemon says so once in its log, processes run as plain
  * children (the spawner declines), and limits or a LAN are refused with ENOTSUP.
@@ -71,7 +72,7 @@ export interface IsolationWiringOptions {
   nodeId: NodeId;
   nodeName: string;
   dataDir: string;
-  /** The daemon's DVK socket (linked into the directory containers see at /run/dvs). */
+  /** The daemon's DVK socket (its file name is the one containers see at /run/dvs). */
   socket: string;
   /** The node-link listen address host:port: its host names the underlay device when `lan` is `auto`. */
   listen: string;

@@ -15,6 +15,7 @@ import {
   type EndpointInfo,
   type NodeId,
 } from '../kernel/types.js';
+import { type BalancePlan, planBalance } from '../node/scheduler.js';
 import type {
   AdminMethod,
   AdminMethods,
@@ -800,7 +801,7 @@ export class ClusterOps {
 
   /** The DC's nodes this API can ask (those that reported having it), and the others as unreachable. */
   private dcNodes(dc: DcRow): { ask: NodeId[]; missing: PerNodeView<never>['unreachable'] } {
-    const ask = dc.on.filter((n) => this.nodes.peer(n) !== undefined);
+    const ask = dc.on.filter((n) => this.nodes.peer(n) !== undefined).sort((a, b) => a - b);
     const missing = dc.nodes
       .filter((n) => !ask.includes(n))
       .map((node) => ({
@@ -1087,5 +1088,72 @@ export class ClusterOps {
     signal: AbortSignal,
   ): Promise<{ events: NodeEvent[]; last: number }> {
     return this.callOn(node, 'events.list', req, signal);
+  }
+
+  // ------------------------------------------------------------------------------------ scheduling
+
+  /**
+   * `dvs balance`: the migrations that even out the load of the DC's nodes (the pure policy of
+   * src/node/scheduler.ts over the load each node reports in its status); with `apply`, performed one by
+   * one through `proc.migrate`. A node that does not answer is left out of the plan and listed.
+   */
+  async balance(
+    dc: DcRow,
+    req: { apply?: boolean; maxMoves?: number },
+    signal: AbortSignal,
+  ): Promise<
+    BalancePlan & {
+      dc: string;
+      dcId: number;
+      unreachable: NodeId[];
+      applied?: {
+        ep: number;
+        from: NodeId;
+        to: NodeId;
+        ok: boolean;
+        error?: string;
+        result?: MigrationResult;
+      }[];
+    }
+  > {
+    const answers = await this.each(
+      dc.nodes.filter((n) => this.nodes.peer(n) !== undefined),
+      'status',
+      {},
+      signal,
+    );
+    const unreachable = dc.nodes.filter((n) => !answers.some((a) => a.node === n && a.ok));
+    const nodes = dc.nodes.map((node) => {
+      const a = answers.find((x) => x.node === node);
+      return { node, up: a?.ok === true, load: a?.ok ? a.value.load : undefined };
+    });
+    const movable = nodes.flatMap((n) =>
+      (n.load?.procs ?? [])
+        .filter((p) => p.dc === dc.id)
+        .map((p) => ({ ep: p.ep, node: n.node, cpu: p.cpu, rssBytes: p.rssBytes })),
+    );
+    const plan = planBalance({
+      dc: dc.id,
+      nodes,
+      movable,
+      ...(req.maxMoves !== undefined ? { maxMoves: req.maxMoves } : {}),
+    });
+    if (req.apply !== true) return { dc: dc.name, dcId: dc.id, ...plan, unreachable };
+    const applied = [];
+    for (const mv of plan.moves) {
+      try {
+        const result = await this.callOn(
+          mv.from,
+          'proc.migrate',
+          { dc: dc.id, ep: mv.ep, to: mv.to },
+          signal,
+          60_000,
+        );
+        applied.push({ ep: mv.ep, from: mv.from, to: mv.to, ok: true, result });
+      } catch (e) {
+        applied.push({ ep: mv.ep, from: mv.from, to: mv.to, ok: false, error: DvsError.from(e).message });
+      }
+    }
+    return { dc: dc.name, dcId: dc.id, ...plan, unreachable, applied };
   }
 }

@@ -20,6 +20,7 @@
  * | GET | /snapshots | `dvs snapshot ls` |
  * | GET, DELETE | /snapshots/{name} | `dvs snapshot show|rm` |
  * | POST | /snapshots/{name}/fork | `dvs snapshot fork` |
+ * | POST | /dcs/{dc}/balance | `dvs balance [--apply]` |
  *
  * Adding a feature's route is one `doc()` + one `app.<method>()` here, over a ClusterOps method.
  */
@@ -28,6 +29,7 @@ import type { RouteDoc } from './openapi.js';
 import type { ClusterOps } from './ops.js';
 import { type App, clientSignal } from './routes.js';
 import {
+  BalanceBody,
   DcKeyParams,
   DcParams,
   ExecBody,
@@ -303,4 +305,19 @@ export function registerMoreRoutes(app: App, ops: ClusterOps, doc: (d: RouteDoc)
       return reply.code(201).send(r);
     },
   );
+
+  // --------------------------------------------------------------------------------------- scheduling
+
+  doc({
+    method: 'POST',
+    url: `${P}/dcs/:dc/balance`,
+    summary: "Plan (and with `apply`, perform) the migrations that even out the load of the DC's nodes",
+    tag: 'processes',
+    params: DcParams,
+    body: BalanceBody,
+  });
+  app.post(`${P}/dcs/:dc/balance`, { schema: { params: DcParams, body: BalanceBody } }, async (req) => {
+    const signal = clientSignal(req);
+    return ops.balance(await ops.dc(req.params.dc, signal), req.body ?? {}, signal);
+  });
 }

@@ -225,3 +225,11 @@ export const ErrorBodySchema = Type.Object({
     details: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
   }),
 });
+
+export const BalanceBody = Type.Object(
+  {
+    apply: Type.Optional(Type.Boolean({ description: 'perform the moves (default: only plan them)' })),
+    maxMoves: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
+  },
+  strict,
+);

@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -58,12 +58,53 @@ function alive(pid: number): boolean {
   }
 }
 
+/**
+ * Remove what a daemon killed by the test left behind (its DC containers: their processes, cgroups and
+ * named network namespaces, found by the node's isolation prefix); `dvs down` cleans the others.
+ */
+function cleanLeftovers(prefixes: string[]): void {
+  if (prefixes.length === 0) return;
+  const mine = (n: string) => prefixes.some((p) => n.startsWith(p));
+  const dirs: string[] = [];
+  if (existsSync('/sys/fs/cgroup')) {
+    for (const ctl of readdirSync('/sys/fs/cgroup')) {
+      const d = join('/sys/fs/cgroup', ctl, 'dvs');
+      if (existsSync(d)) for (const n of readdirSync(d).filter(mine)) dirs.push(join(d, n));
+    }
+  }
+  for (const d of dirs) {
+    const procs = existsSync(join(d, 'cgroup.procs')) ? readFileSync(join(d, 'cgroup.procs'), 'utf8') : '';
+    for (const pid of procs.split('\n').map(Number)) if (pid > 0 && alive(pid)) process.kill(pid, 'SIGKILL');
+  }
+  for (const d of dirs) {
+    // A cgroup can be removed once its last process is gone (SIGKILL is not instant).
+    for (let i = 0; i < 50; i++) {
+      try {
+        rmdirSync(d);
+        break;
+      } catch {
+        execFileSync('sleep', ['0.1']);
+      }
+    }
+  }
+  if (existsSync('/run/netns'))
+    for (const n of readdirSync('/run/netns').filter(mine)) {
+      try {
+        execFileSync('ip', ['netns', 'delete', n]);
+      } catch {
+        // already gone
+      }
+    }
+}
+
 describe('dashboard end to end (chromium)', { skip }, () => {
   let dir: string;
   let browser: Browser | undefined;
   let page: Page;
   let daemonPids: number[] = [];
   const childPids: number[] = [];
+  /** Isolation name prefixes of the nodes whose daemon the test kills. */
+  const killedPrefixes: string[] = [];
 
   function dvs(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
     return new Promise((res) => {
@@ -104,6 +145,7 @@ describe('dashboard end to end (chromium)', { skip }, () => {
     for (const pid of [...daemonPids, ...childPids]) {
       if (pid > 0 && alive(pid)) process.kill(pid, 'SIGKILL');
     }
+    cleanLeftovers(killedPrefixes);
     await rm(dir, { recursive: true, force: true });
   });
 
@@ -232,7 +274,12 @@ describe('dashboard end to end (chromium)', { skip }, () => {
     await page.getByTestId('link-chart-fps').waitFor();
     await shot('links');
 
-    // Kill node 2's daemon: node 0 (serving the page) declares it down and logs it.
+    // Kill node 2's daemon: node 0 (serving the page) declares it down and logs it. Its container is
+    // left behind, to be removed by the cleanup (by its isolation prefix).
+    const st2 = await dvs('node', 'status', '--node', '2', '--json');
+    const prefix = (JSON.parse(st2.stdout) as { nodes: { isolation?: { prefix: string } }[] }).nodes[0]
+      ?.isolation?.prefix;
+    if (prefix) killedPrefixes.push(prefix);
     process.kill(daemonPids[2]!, 'SIGKILL');
     await page.getByTestId('tab-nodes').click();
     await page.getByTestId('node-state-2').filter({ hasText: 'down' }).waitFor({ timeout: 20_000 });

@@ -29,6 +29,16 @@ describe('REST API on a 3-node cluster', () => {
       nodes: N,
       nodeArgs: (id) => ['--api', `127.0.0.1:${ports[id]}`, '--api-token-file', tokenFile],
     });
+    // A daemon serves its API last in its start-up: wait until every one answers.
+    for (const url of urls) {
+      await check(
+        async () =>
+          (await fetch(`${url}/api/v1/openapi.json`, { signal: AbortSignal.timeout(1000) }).catch(() => null))
+            ?.ok === true,
+        10_000,
+        `API at ${url}`,
+      );
+    }
   });
   after(async () => {
     await cluster?.stop();

@@ -29,6 +29,16 @@ describe('REST API services on a 2-node cluster with a store', () => {
       stores: ['embedded', 'embedded:0'],
       nodeArgs: (id) => ['--api', `127.0.0.1:${ports[id]}`, '--api-token-file', tokenFile],
     });
+    // A daemon serves its API last in its start-up: wait until both answer.
+    for (const url of urls) {
+      await check(
+        async () =>
+          (await fetch(`${url}/api/v1/openapi.json`, { signal: AbortSignal.timeout(1000) }).catch(() => null))
+            ?.ok === true,
+        10_000,
+        `API at ${url}`,
+      );
+    }
   });
   after(async () => {
     await cluster?.stop();
@@ -153,5 +163,26 @@ describe('REST API services on a 2-node cluster with a store', () => {
     assert.equal(r.body.node, 1);
     assert.equal(r.body.code, 0);
     assert.equal(r.body.stdout, '1\n');
+  });
+
+  test('snapshots: create through node 1, list and show through node 0, remove; a bad name is 400', async () => {
+    const c = await call(1, 'POST', '/dcs/app/snapshots', { name: 'cut1' });
+    assert.equal(c.status, 201, JSON.stringify(c.body));
+    assert.equal(c.body.name, 'cut1');
+    assert.equal(c.body.dcName, 'app');
+    const ls = await call(0, 'GET', '/snapshots?dc=app');
+    assert.equal(ls.status, 200, JSON.stringify(ls.body));
+    assert.deepEqual(
+      ls.body.snapshots.map((x: { name: string }) => x.name),
+      ['cut1'],
+    );
+    const show = await call(0, 'GET', '/snapshots/cut1');
+    assert.equal(show.status, 200, JSON.stringify(show.body));
+    assert.equal(show.body.info.name, 'cut1');
+    assert.equal((await call(0, 'POST', '/dcs/app/snapshots', { name: '-x' })).body.error.field, 'name');
+    const rm = await call(0, 'DELETE', '/snapshots/cut1');
+    assert.equal(rm.status, 200, JSON.stringify(rm.body));
+    const gone = await call(1, 'GET', '/snapshots/cut1');
+    assert.equal(gone.status, 404, JSON.stringify(gone.body));
   });
 });

@@ -6,6 +6,7 @@ import type {
   AdminMethod,
   AdminMethods,
   LinkInfo,
+  NodeLoad,
   NodeStatus,
   ProcessInfo,
 } from '../../../src/protocol/admin.js';
@@ -25,6 +26,8 @@ export class FakeNode implements AdminCaller {
   readonly procs: ProcessInfo[] = [];
   readonly calls: { method: AdminMethod; params: unknown }[] = [];
   down = false;
+  /** What `status` reports as the node's load (scheduling), if set. */
+  load: NodeLoad | undefined;
 
   constructor(
     readonly id: number,
@@ -82,6 +85,7 @@ export class FakeNode implements AdminCaller {
           dcs: this.dcs.size,
           endpoints: this.procs.filter((x) => x.exit === null).length,
           ...(this.store ? { cluster: { store: 'embedded', degraded: false, members: [] } } : {}),
+          ...(this.load ? { load: this.load } : {}),
         };
         return st;
       }

@@ -177,6 +177,47 @@ describe('DC isolation routes (no store)', () => {
     assertBad(await call(app, 'POST', '/dcs/web/exec', { cmd: ['id'], node: 7 }), 'node');
   });
 
+  test("POST /dcs/{dc}/balance plans from the nodes' load and, with apply, migrates", async () => {
+    const load = (host: string, procs: { ep: number; cpu: number }[]) => ({
+      host,
+      cpus: 2,
+      cpuBusy: procs.reduce((a, p) => a + p.cpu, 0) / 2,
+      loadAvg1: 0,
+      memTotalBytes: 1 << 30,
+      memAvailableBytes: 1 << 29,
+      daemonCpu: 0,
+      daemonRssBytes: 0,
+      procs: procs.map((p) => ({ dc: 1, ep: p.ep, pid: 1, cpu: p.cpu, rssBytes: 1 << 20 })),
+      sampledAt: 0,
+      intervalMs: 1000,
+    });
+    for (const ep of [200, 201]) {
+      await call(app, 'POST', '/dcs/web/processes', { ep, cmd: ['busy'], node: 0 });
+    }
+    s.n0.load = load('a', [
+      { ep: 200, cpu: 0.9 },
+      { ep: 201, cpu: 0.9 },
+    ]);
+    s.n1.load = load('b', []);
+    try {
+      const plan = await call(app, 'POST', '/dcs/web/balance', {});
+      assert.equal(plan.statusCode, 200, plan.body);
+      const moves = plan.json().moves as { ep: number; from: number; to: number }[];
+      assert.equal(moves.length, 1, plan.body);
+      assert.deepEqual([moves[0]?.from, moves[0]?.to], [0, 1]);
+      assert.equal(plan.json().applied, undefined);
+      assert.ok(!s.n0.calls.some((c) => c.method === 'proc.migrate'));
+      const done = await call(app, 'POST', '/dcs/web/balance', { apply: true });
+      assert.equal(done.json().applied[0].ok, true, done.body);
+      assert.ok(s.n0.calls.some((c) => c.method === 'proc.migrate'));
+      assertBad(await call(app, 'POST', '/dcs/web/balance', { maxMoves: 0 }), 'maxMoves');
+      assertBad(await call(app, 'POST', '/dcs/web/balance', { apply: 'yes' }), 'apply');
+    } finally {
+      s.n0.load = undefined;
+      s.n1.load = undefined;
+    }
+  });
+
   test('services without a store answer 503 EUNAVAIL (not 500)', async () => {
     const r = await call(app, 'GET', '/dcs/web/kv');
     assert.equal(r.statusCode, 503, r.body);
@@ -333,6 +374,7 @@ describe('DVK service routes (store)', () => {
       ['/api/v1/dcs/{dc}/groups', 'get'],
       ['/api/v1/dcs/{dc}/snapshots', 'post'],
       ['/api/v1/snapshots/{name}/fork', 'post'],
+      ['/api/v1/dcs/{dc}/balance', 'post'],
     ] as const) {
       assert.ok(spec.paths[path]?.[method], `${method} ${path}`);
     }

@@ -44,6 +44,7 @@ import {
   type DcLimits,
   type DcSpec,
   dcNames,
+  type ExecOptions,
   formatBytes,
   formatLimits,
   hostPrefixes,
@@ -65,6 +66,7 @@ import type {
   LanMember,
 } from '../protocol/admin.js';
 import { DvsError, dvsError } from '../protocol/errors.js';
+import { kernelWith } from './kernel-view.js';
 import type { ProcessSpawner, SpawnedProcess } from './processes.js';
 
 /** Options of {@link IsolationWiring}. */
@@ -251,22 +253,9 @@ export class IsolationWiring {
    * and ProcessInfo agree on one pid. Identity when isolation is off.
    */
   kernelView(kernel: KernelApi, hostPid: (dc: DcId, ep: Endpoint, pid: number) => number): KernelApi {
-    return new Proxy(kernel, {
-      get: (target, prop, receiver) => {
-        if (prop === 'attach') {
-          const attach: KernelApi['attach'] = (now, proc, dc, ep, opts) =>
-            target.attach(
-              now,
-              proc,
-              dc,
-              ep,
-              this.enabled ? { ...opts, pid: hostPid(dc, ep, opts.pid) } : opts,
-            );
-          return attach;
-        }
-        const v = Reflect.get(target, prop, receiver) as unknown;
-        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
-      },
+    return kernelWith(kernel, {
+      attach: (now, proc, dc, ep, opts) =>
+        kernel.attach(now, proc, dc, ep, this.enabled ? { ...opts, pid: hostPid(dc, ep, opts.pid) } : opts),
     });
   }
 
@@ -490,17 +479,7 @@ export class IsolationWiring {
     this.specs.set(dc, { ...spec, lan: { ...spec.lan, peers } });
   }
 
-  async exec(
-    dc: DcId,
-    cmd: string[],
-    opts: {
-      env?: Record<string, string>;
-      cwd?: string;
-      input?: string;
-      timeoutMs?: number;
-      signal?: AbortSignal;
-    },
-  ): Promise<ExecInfo> {
+  async exec(dc: DcId, cmd: string[], opts: ExecOptions): Promise<ExecInfo> {
     this.specOf(dc);
     const env = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...opts.env };
     const r = await this.need().exec(dc, cmd, { ...opts, env: { ...env, DVS_SOCKET: this.socketFor() } });

@@ -11,6 +11,7 @@ import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import type { CallId, CallResult, DcId, Endpoint, EndpointInfo, KernelApi, ProcId } from '../kernel/types.js';
 import type { LinkInfo } from '../protocol/admin.js';
 import { parseHostPort } from '../transport/net.js';
+import { kernelWith } from './kernel-view.js';
 
 /** What the metrics read at scrape time. */
 export interface MetricsSources {
@@ -261,35 +262,35 @@ export class IpcStats {
 
   /** `inner` with call, post, receiveAhead and detach observed (other methods untouched). */
   wrap(inner: KernelApi): KernelApi {
-    const w = Object.create(inner) as KernelApi;
-    w.call = (now, proc, callId, call) => {
-      const s = this.stats(proc);
-      if (s !== undefined) {
-        if ('payload' in call) s.bytesSent += call.payload.length;
-        if (call.op === 'send' || call.op === 'sendrec' || call.op === 'vcopy') {
-          s.pending.set(callId, { t: performance.now(), op: call.op });
-        }
-      }
-      inner.call(now, proc, callId, call);
-    };
-    w.post = (now, proc, dst, type, payload) => {
-      const s = this.stats(proc);
-      if (s !== undefined) s.bytesSent += payload.length;
-      inner.post(now, proc, dst, type, payload);
-    };
-    w.receiveAhead = (now, proc, src, limit) => {
-      const got = inner.receiveAhead(now, proc, src, limit);
-      if (got.length > 0) {
+    return kernelWith(inner, {
+      call: (now, proc, callId, call) => {
         const s = this.stats(proc);
-        if (s !== undefined) for (const m of got) s.bytesReceived += m.payload.length;
-      }
-      return got;
-    };
-    w.detach = (now, proc) => {
-      this.byProc.delete(proc);
-      inner.detach(now, proc);
-    };
-    return w;
+        if (s !== undefined) {
+          if ('payload' in call) s.bytesSent += call.payload.length;
+          if (call.op === 'send' || call.op === 'sendrec' || call.op === 'vcopy') {
+            s.pending.set(callId, { t: performance.now(), op: call.op });
+          }
+        }
+        inner.call(now, proc, callId, call);
+      },
+      post: (now, proc, dst, type, payload) => {
+        const s = this.stats(proc);
+        if (s !== undefined) s.bytesSent += payload.length;
+        inner.post(now, proc, dst, type, payload);
+      },
+      receiveAhead: (now, proc, src, limit) => {
+        const got = inner.receiveAhead(now, proc, src, limit);
+        if (got.length > 0) {
+          const s = this.stats(proc);
+          if (s !== undefined) for (const m of got) s.bytesReceived += m.payload.length;
+        }
+        return got;
+      },
+      detach: (now, proc) => {
+        this.byProc.delete(proc);
+        inner.detach(now, proc);
+      },
+    });
   }
 
   /** Call `callId` of `proc` completed (the kernel's complete sink). */

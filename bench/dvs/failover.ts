@@ -51,6 +51,7 @@ export const failoverCase: BenchCase = {
       let longest = 0;
       let stop = false;
       let replies = 0;
+      let failed: unknown;
       const load = (async () => {
         while (!stop) {
           await client.sendrecOnce(ep, { type: 1 }, { timeout: timeoutMs });
@@ -59,9 +60,25 @@ export const failoverCase: BenchCase = {
           last = now;
           replies++;
         }
-      })();
+      })().catch((e: unknown) => {
+        failed = e;
+      });
       try {
-        while (replies < 20) await sleep(5);
+        // The backup must be bound (and have declared its hooks) before the primary dies, or there is
+        // nothing to fail over to.
+        const deadline = Date.now() + timeoutMs;
+        for (;;) {
+          const rows = await admins[primary === 0 ? 1 : 0]!.call('ep.list', { dc: c.dc }, { timeout: 5000 });
+          const mine = rows.find((r) => r.ep === ep && r.kind === 'backup');
+          if (mine !== undefined && !mine.flags.includes('WAITBIND')) break;
+          if (Date.now() > deadline) throw new Error(`backup of endpoint ${ep} never bound`);
+          await sleep(10);
+        }
+        await sleep(200);
+        while (replies < 20) {
+          if (failed !== undefined) throw failed;
+          await sleep(5);
+        }
         longest = 0; // only the pause around the kill counts
         await admins[primary]!.call(
           'proc.kill',
@@ -69,11 +86,14 @@ export const failoverCase: BenchCase = {
           { timeout: timeoutMs },
         );
         const after = replies;
-        while (replies < after + 20) await sleep(5);
+        while (replies < after + 20) {
+          if (failed !== undefined) throw failed;
+          await sleep(5);
+        }
         return longest;
       } finally {
         stop = true;
-        await load.catch(() => undefined);
+        await load;
         await killAll(ep);
       }
     };

@@ -15,7 +15,18 @@ import {
   type EndpointInfo,
   type NodeId,
 } from '../kernel/types.js';
+import { jsonSafe, kvRow } from '../node/json.js';
 import { type BalancePlan, planBalance } from '../node/scheduler.js';
+import {
+  type ClusterView,
+  type DcRow,
+  type GroupListAnswer,
+  type GroupRowView,
+  type KvRow,
+  mergeGroups,
+  type NodeRow,
+  type PerNodeView,
+} from '../node/views.js';
 import type {
   AdminMethod,
   AdminMethods,
@@ -24,197 +35,31 @@ import type {
   DcLimitsText,
   DcStatsInfo,
   ExecInfo,
-  LinkInfo,
   MigrationResult,
   NodeEvent,
-  NodeLoad,
   NodeStatus,
   ProcessInfo,
 } from '../protocol/admin.js';
 import { DvsError, dvsError, type ErrorCode } from '../protocol/errors.js';
 import type { AdminCaller, ApiNodes } from './caller.js';
 
+// The views are shared with the CLI and the dashboard (src/node/views.ts); re-exported as the API's answers.
+export { jsonSafe, kvRow } from '../node/json.js';
+export {
+  type ClusterView,
+  type DcRow,
+  type GroupListAnswer,
+  type GroupRowView,
+  type KvRow,
+  mergeGroups,
+  type NodeRow,
+  type PerNodeView,
+} from '../node/views.js';
+
 /** How long a snapshot create / restore / fork may take as seen from the API (the daemon has its own). */
 const SNAPSHOT_TIMEOUT_MS = 120_000;
 
-/** A node as the API reports it. */
-export interface NodeRow {
-  id: NodeId;
-  name: string;
-  /** up: its admin answered (or, for a peer the API cannot ask, its link to this node is up). */
-  state: 'up' | 'down';
-  address: string;
-  /** True if the API could ask this node directly (full details below); false: seen through links only. */
-  reachable: boolean;
-  self: boolean;
-  pid: number | null;
-  uptimeMs: number | null;
-  version: string | null;
-  dcs: number | null;
-  endpoints: number | null;
-  /** Its links, as it reports them (empty when not reachable). */
-  links: LinkInfo[];
-  /** Messages sent and received by its local endpoints since they were bound (null when not reachable). */
-  messages: { sent: number; received: number } | null;
-  /** Why it is down or not reachable, if known. */
-  error?: string;
-  /** Its live CPU and memory use, when its daemon samples them (docs/scheduling.md). */
-  load?: NodeLoad;
-}
-
-/** `GET /cluster`. */
-export interface ClusterView {
-  self: NodeId;
-  time: number;
-  /** The cluster store as this node sees it, or null without one. */
-  store: { name: string; degraded: boolean; reason?: string } | null;
-  nodes: NodeRow[];
-  dcs: DcRow[];
-  /** Sum of the reachable nodes' message counters. */
-  messages: { sent: number; received: number };
-}
-
-/** A DC with the nodes that have it and how many endpoints are bound in it. */
-export interface DcRow extends DcConfig {
-  /** Nodes that reported having it. */
-  on: NodeId[];
-  endpoints: number;
-}
-
 type Answer<T> = { node: NodeId; ok: true; value: T } | { node: NodeId; ok: false; error: DvsError };
-
-/** A per-node answer for every node of a DC: the rows of the nodes that answered, and who did not. */
-export interface PerNodeView<T> {
-  dc: string;
-  dcId: number;
-  nodes: T[];
-  /** Nodes of the DC that did not answer (or that this API cannot reach), with why. */
-  unreachable: { node: NodeId; code: string; message: string }[];
-}
-
-/** A kv entry as JSON: the value as UTF-8 text (null if it is not valid UTF-8) and as base64. */
-export interface KvRow {
-  key: string;
-  value: string | null;
-  base64: string;
-  revision: number;
-  createRevision: number;
-  version: number;
-}
-
-/** A group member (node, endpoint) and a view id, as `group.ls` reports them (src/gcs/types.ts). */
-interface GroupMember {
-  node: NodeId;
-  ep: number;
-}
-interface GroupViewId {
-  epoch: number;
-  coord: number;
-  inc: number;
-  seq: number;
-}
-
-/** One node's answer to the `group.ls` service (src/node/gcs-wiring.ts GroupList). */
-export interface GroupListAnswer {
-  node: NodeId;
-  cfg: [number, number, number];
-  nodes: NodeId[];
-  flushing: boolean;
-  groups: {
-    node: NodeId;
-    name: string;
-    view: { id: GroupViewId; members: GroupMember[] } | null;
-    local: { ep: number; backlog: number }[];
-    sent: number;
-    delivered: number;
-    views: number;
-  }[];
-}
-
-/** A group as the cluster sees it (`dvs group ls --json`): the newest view, counters summed over nodes. */
-export interface GroupRowView {
-  name: string;
-  view: { id: GroupViewId; members: GroupMember[] } | null;
-  /** Nodes whose view is older than the newest. */
-  behind: NodeId[];
-  local: { node: NodeId; ep: number; backlog: number }[];
-  sent: number;
-  delivered: number;
-  views: number;
-}
-
-const utf8 = new TextDecoder('utf-8', { fatal: true });
-
-/** A JSON-safe copy of a service result: byte arrays become base64 strings (JSON would spell them as maps). */
-export function jsonSafe(v: unknown): unknown {
-  if (v instanceof Uint8Array) return Buffer.from(v).toString('base64');
-  if (Array.isArray(v)) return v.map(jsonSafe);
-  if (v !== null && typeof v === 'object') {
-    const out: Record<string, unknown> = {};
-    for (const [k, x] of Object.entries(v)) out[k] = jsonSafe(x);
-    return out;
-  }
-  return v;
-}
-
-/** A kv entry (value as bytes) as JSON. */
-export function kvRow(e: {
-  key: string;
-  value: unknown;
-  revision: number;
-  createRevision: number;
-  version: number;
-}): KvRow {
-  const value = e.value instanceof Uint8Array ? e.value : new Uint8Array(0);
-  let text: string | null;
-  try {
-    text = utf8.decode(value);
-  } catch {
-    text = null;
-  }
-  return {
-    key: e.key,
-    value: text,
-    base64: Buffer.from(value).toString('base64'),
-    revision: e.revision,
-    createRevision: e.createRevision,
-    version: e.version,
-  };
-}
-
-function compareViewIds(a: GroupViewId, b: GroupViewId): number {
-  return Math.sign(a.epoch - b.epoch || a.coord - b.coord || a.inc - b.inc || a.seq - b.seq);
-}
-
-/** Merge the per-node answers of `group.ls` into one row per group (as `dvs group ls` does). */
-export function mergeGroups(lists: GroupListAnswer[]): GroupRowView[] {
-  const by = new Map<string, GroupListAnswer['groups']>();
-  for (const l of lists)
-    for (const g of l.groups) {
-      const rows = by.get(g.name) ?? [];
-      rows.push({ ...g, node: l.node });
-      by.set(g.name, rows);
-    }
-  const out: GroupRowView[] = [];
-  for (const [name, rows] of by) {
-    let view: GroupRowView['view'] = null;
-    for (const r of rows)
-      if (r.view && (view === null || compareViewIds(r.view.id, view.id) > 0)) view = r.view;
-    const behind = rows
-      .filter((r) => view !== null && r.view !== null && compareViewIds(r.view.id, view.id) < 0)
-      .map((r) => r.node);
-    out.push({
-      name,
-      view,
-      behind,
-      local: rows.flatMap((r) => r.local.map((m) => ({ node: r.node, ...m }))),
-      sent: rows.reduce((s, r) => s + r.sent, 0),
-      delivered: rows.reduce((s, r) => s + r.delivered, 0),
-      views: rows.reduce((s, r) => s + r.views, 0),
-    });
-  }
-  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-}
 
 /**
  * Check limits as the daemons will (parseLimit is pure), so a bad one is a 400 naming its field before

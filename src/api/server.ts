@@ -9,7 +9,8 @@
  * ```
  *
  * Every `/api/` request needs `Authorization: Bearer <token>` (401 EAUTH otherwise), except
- * `/api/v1/openapi.json`. The explicit development mode `insecureLoopback` lets loopback clients in without
+ * `/api/v1/openapi.json` and, on a node holding the CA, the network join (`/api/v1/join`, join.ts: a join
+ * token authorises it). The explicit development mode `insecureLoopback` lets loopback clients in without
  * a token. Errors are `{"error":{"code","message"}}` (errors.ts).
  */
 import { existsSync } from 'node:fs';
@@ -27,6 +28,7 @@ import { parseHostPort } from '../transport/net.js';
 import { bearerToken, isLoopback, tokenMatches } from './auth.js';
 import type { ApiNodes } from './caller.js';
 import { type ApiErrorBody, httpStatus } from './errors.js';
+import { isJoinPath, type JoinRouteOptions, registerJoinRoutes } from './join.js';
 import { ClusterOps } from './ops.js';
 import { registerRoutes } from './routes.js';
 
@@ -55,6 +57,8 @@ export interface ApiOptions {
   callTimeoutMs?: number;
   /** Period of SSE keep-alive comments, ms (default 15000). */
   keepAliveMs?: number;
+  /** This node holds the cluster CA: serve the network join (`/api/v1/join`, join.ts) from it. */
+  join?: JoinRouteOptions;
 }
 
 /** Where the dashboard build is: dist/web next to dist/src (built) or under the repo (running from src/). */
@@ -98,6 +102,8 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   app.addHook('onRequest', async (req) => {
     const path = req.url.split('?')[0] ?? '';
     if (!path.startsWith('/api/') || path === '/api/v1/openapi.json') return;
+    // The network join is authorised by its one-time join token, not the API token (join.ts).
+    if (opts.join !== undefined && isJoinPath(path)) return;
     if (opts.insecureLoopback && isLoopback(req.socket.remoteAddress)) return;
     const presented = bearerToken(req.headers.authorization);
     if (opts.token === undefined || !tokenMatches(presented, opts.token)) {
@@ -138,6 +144,18 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     openStreams: open,
     streamsGauge: streams,
   });
+  if (opts.join !== undefined) {
+    try {
+      await registerJoinRoutes(app, {
+        ...opts.join,
+        logger: log,
+        ...(opts.registry ? { registry: opts.registry } : {}),
+      });
+    } catch (e) {
+      await app.close();
+      throw e;
+    }
+  }
 
   const webRoot = opts.webRoot ?? defaultWebRoot();
   if (webRoot !== undefined && existsSync(join(webRoot, 'index.html'))) {

@@ -222,6 +222,7 @@ export function buildProgram(io: Io, result: { code: number }): Command {
     .option('--api <HOST:PORT>', 'serve the REST API and the dashboard here (default: off)', hostPortArg)
     .option('--api-token-file <F>', 'file holding the API bearer token (else $DVS_API_TOKEN)')
     .option('--api-insecure-loopback', 'development only: loopback clients of the API need no token')
+    .option('--ca-dir <DIR>', 'this node holds the cluster CA: serve the network join on --api')
     .addOption(
       new Option(
         '--isolation <MODE>',
@@ -254,7 +255,8 @@ export function buildProgram(io: Io, result: { code: number }): Command {
     .description("get this node's certificate from the cluster CA with a one-time token (docs/security.md)")
     .requiredOption('--token <TOKEN>', 'join token from dvs ca token')
     .requiredOption('--node-id <N>', 'the node id the certificate is for (0..65535)', nodeIdArg)
-    .option('--ca-dir <DIR>', 'the CA directory (default: DIR/ca of the cluster directory)')
+    .option('--via <URL>', 'join over the network: API of the node holding the CA, http://HOST:PORT')
+    .option('--ca-dir <DIR>', 'without --via: the CA directory (default: DIR/ca of the cluster directory)')
     .option('--tls-dir <DIR>', "where this node's credentials go (default: DIR/node<N>/tls)")
     .option('--name <NAME>', 'node name, also a DNS name of the certificate (default node<N>)')
     .option('--ip <LIST>', 'IP addresses of the certificate, comma-separated (default 127.0.0.1)', ipListArg)
@@ -265,8 +267,10 @@ export function buildProgram(io: Io, result: { code: number }): Command {
       examples([
         'dvs node join --token "$(dvs ca token)" --node-id 2',
         'dvs node join --token dvsjt1-... --node-id 2 --ca-dir /mnt/ca --tls-dir /var/lib/dvs/tls --ip 10.0.0.3',
+        'dvs node join --token dvsjt1-... --node-id 2 --via http://10.0.0.1:8080 --tls-dir /var/lib/dvs/tls --ip 10.0.0.3',
         '',
-        'The key pair is made here and never leaves this host; only the request goes to the CA directory.',
+        'The key pair is made here and never leaves this host; only the request goes to the CA.',
+        'With --via, the CA is checked against the fingerprint in the token before anything is sent.',
       ]),
     )
     .action((o) => act(nodeJoin(ctx, o)));
@@ -281,12 +285,25 @@ export function buildProgram(io: Io, result: { code: number }): Command {
   ca.command('token')
     .description('create a one-time join token (dvs node join spends it)')
     .option('--ca-dir <DIR>', 'the CA directory (default: DIR/ca)')
+    .option('--node-id <N>', 'bind the token to this node id (default: good for any)', nodeIdArg)
     .addOption(
       new Option('--ttl <DURATION>', 'lifetime: 30m, 1h, 7d').default(3_600_000, '1h').argParser(durationArg),
     )
-    .option('--json', 'print {token, expiresAt, caDir}', false)
-    .addHelpText('after', examples(['dvs ca token', 'dvs ca token --ttl 15m --json']))
-    .action((o) => act(caToken(ctx, { ttlMs: o.ttl, json: o.json, ...(o.caDir ? { caDir: o.caDir } : {}) })));
+    .option('--json', 'print {token, id, expiresAt, caDir, caFingerprint, nodeId}', false)
+    .addHelpText(
+      'after',
+      examples(['dvs ca token', 'dvs ca token --ttl 15m --json', 'dvs ca token --node-id 2 --ttl 30m']),
+    )
+    .action((o) =>
+      act(
+        caToken(ctx, {
+          ttlMs: o.ttl,
+          json: o.json,
+          ...(o.caDir ? { caDir: o.caDir } : {}),
+          ...(o.nodeId !== undefined ? { nodeId: o.nodeId } : {}),
+        }),
+      ),
+    );
 
   program
     .command('status')

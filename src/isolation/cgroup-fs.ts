@@ -2,6 +2,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { DvsError } from '../protocol/errors.js';
+import { type CgroupStats, parseKeyValues } from './cgroup.js';
 import { pollUntil, sleep } from './run.js';
 
 /** Reads a cgroup file; undefined if it does not exist. */
@@ -150,4 +151,17 @@ function wrap(e: unknown, what: string): DvsError {
               ? 'ENOSPC'
               : 'EINTERNAL';
   return new DvsError(mapped, `${what}: ${(e as Error).message}`, { op: what }, { cause: e });
+}
+
+/**
+ * The pids controller's usage in cgroup directory `dir`: its files are the same in v1 and v2 (`pids.current`,
+ * `pids.max`, and `pids.events` whose `max` counts the forks refused at the limit).
+ */
+export async function readPidsStats(dir: string): Promise<NonNullable<CgroupStats['pids']>> {
+  const ev = parseKeyValues((await readText(`${dir}/pids.events`)) ?? '');
+  return {
+    current: (await readNumber(`${dir}/pids.current`)) ?? 0,
+    limit: (await readNumber(`${dir}/pids.max`)) ?? null,
+    refused: ev.get('max') ?? 0,
+  };
 }

@@ -17,6 +17,7 @@ import {
   mkdirp,
   readNumber,
   readPids,
+  readPidsStats,
   readText,
   rmdirCgroup,
   subdirs,
@@ -183,14 +184,7 @@ export class CgroupV1Driver implements CgroupDriver {
       };
     }
     const pids = this.dir('pids', name);
-    if (pids !== undefined) {
-      const ev = parseKeyValues((await readText(`${pids}/pids.events`)) ?? '');
-      out.pids = {
-        current: (await readNumber(`${pids}/pids.current`)) ?? 0,
-        limit: (await readNumber(`${pids}/pids.max`)) ?? null,
-        refused: ev.get('max') ?? 0,
-      };
-    }
+    if (pids !== undefined) out.pids = await readPidsStats(pids);
     const blkio = this.dir('blkio', name);
     if (blkio !== undefined) {
       let readBytes = 0;

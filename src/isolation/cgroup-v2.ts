@@ -22,6 +22,7 @@ import {
   mkdirp,
   readNumber,
   readPids,
+  readPidsStats,
   readText,
   rmdirCgroup,
   subdirs,
@@ -181,14 +182,7 @@ export class CgroupV2Driver implements CgroupDriver {
         throttledNs: (st.get('throttled_usec') ?? 0) * 1000,
       };
     }
-    if (this.controllers.has('pids')) {
-      const ev = parseKeyValues((await readText(`${d}/pids.events`)) ?? '');
-      out.pids = {
-        current: (await readNumber(`${d}/pids.current`)) ?? 0,
-        limit: (await readNumber(`${d}/pids.max`)) ?? null,
-        refused: ev.get('max') ?? 0,
-      };
-    }
+    if (this.controllers.has('pids')) out.pids = await readPidsStats(d);
     if (this.controllers.has('io')) {
       let readBytes = 0;
       let writeBytes = 0;

@@ -119,6 +119,83 @@ export interface ExecResult {
   oomKilled: boolean;
 }
 
+/** Options of an exec (in a container, or plain when isolation is off). */
+export interface ExecOptions {
+  /** The complete environment (default: only PATH). */
+  env?: Record<string, string>;
+  cwd?: string;
+  /** Written to its stdin (else stdin is closed). */
+  input?: string;
+  /** ms before it is killed (default 30 s). */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+/** Most bytes of stdout, and of stderr, an exec keeps (the rest is read and dropped). */
+const EXEC_OUTPUT_LIMIT = 16 * 1024 * 1024;
+
+/**
+ * Run `cmd` to completion through `spawn` (a container's, or the plain one when isolation is off) and collect
+ * its output, at most {@link EXEC_OUTPUT_LIMIT} bytes of each stream. Killed (SIGKILL) after `timeoutMs`
+ * (default 30 s) or when `signal` aborts, which rejects with ETIMEDOUT / EABORTED. `path` is the PATH given
+ * when `env` is not; `what` names the exec in errors.
+ */
+export async function execWith(
+  spawn: (req: ContainerSpawnRequest) => Promise<ContainerProcess>,
+  cmd: string[],
+  opts: ExecOptions,
+  how: { path: string; what: string },
+): Promise<ExecResult> {
+  const p = await spawn({
+    cmd,
+    env: opts.env ?? { PATH: process.env.PATH ?? how.path },
+    ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}),
+    stdio: [opts.input !== undefined ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+  });
+  const chunks = { stdout: [] as Buffer[], stderr: [] as Buffer[] };
+  const sizes = { stdout: 0, stderr: 0 };
+  for (const k of ['stdout', 'stderr'] as const) {
+    p.child[k]?.on('data', (b: Buffer) => {
+      if (sizes[k] + b.length <= EXEC_OUTPUT_LIMIT) chunks[k].push(b);
+      sizes[k] += b.length;
+    });
+  }
+  if (opts.input !== undefined) p.child.stdin?.end(opts.input);
+  let failure: DvsError | undefined;
+  const timer = setTimeout(() => {
+    failure = dvsError('ETIMEDOUT', `${how.what} timed out: ${cmd.join(' ')}`);
+    p.kill('SIGKILL');
+  }, opts.timeoutMs ?? 30_000);
+  const onAbort = () => {
+    failure = dvsError('EABORTED', 'exec aborted');
+    p.kill('SIGKILL');
+  };
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    const exit = await p.exited;
+    // Output may still be in flight after the exit event.
+    await Promise.all(
+      (['stdout', 'stderr'] as const).map(
+        (k) =>
+          new Promise<void>((r) => {
+            const s = p.child[k];
+            if (!s || s.readableEnded || s.destroyed) return r();
+            s.once('close', () => r());
+          }),
+      ),
+    );
+    if (failure) throw failure;
+    return {
+      ...exit,
+      stdout: Buffer.concat(chunks.stdout).toString(),
+      stderr: Buffer.concat(chunks.stderr).toString(),
+    };
+  } finally {
+    clearTimeout(timer);
+    opts.signal?.removeEventListener('abort', onAbort);
+  }
+}
+
 /** The container of one DC on this node. Create with {@link DcContainer.create} or {@link DcContainer.adopt}. */
 export class DcContainer {
   readonly netns: string;
@@ -345,65 +422,11 @@ export class DcContainer {
    * Runs a command inside and collects its output (at most 16 MiB each). Killed (SIGKILL) after
    * `timeoutMs` (default 30 s) or when `signal` aborts, which rejects with ETIMEDOUT / EABORTED.
    */
-  async exec(
-    cmd: string[],
-    opts: {
-      env?: Record<string, string>;
-      cwd?: string;
-      input?: string;
-      timeoutMs?: number;
-      signal?: AbortSignal;
-    } = {},
-  ): Promise<ExecResult> {
-    const p = await this.spawn({
-      cmd,
-      env: opts.env ?? { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
-      ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}),
-      stdio: [opts.input !== undefined ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+  async exec(cmd: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    return execWith((req) => this.spawn(req), cmd, opts, {
+      path: '/usr/sbin:/usr/bin:/sbin:/bin',
+      what: `exec in ${this.netns}`,
     });
-    const chunks = { stdout: [] as Buffer[], stderr: [] as Buffer[] };
-    const limit = 16 * 1024 * 1024;
-    const sizes = { stdout: 0, stderr: 0 };
-    for (const k of ['stdout', 'stderr'] as const) {
-      p.child[k]?.on('data', (b: Buffer) => {
-        if (sizes[k] + b.length <= limit) chunks[k].push(b);
-        sizes[k] += b.length;
-      });
-    }
-    if (opts.input !== undefined) p.child.stdin?.end(opts.input);
-    let failure: DvsError | undefined;
-    const timer = setTimeout(() => {
-      failure = dvsError('ETIMEDOUT', `exec in ${this.netns} timed out: ${cmd.join(' ')}`);
-      p.kill('SIGKILL');
-    }, opts.timeoutMs ?? 30_000);
-    const onAbort = () => {
-      failure = dvsError('EABORTED', 'exec aborted');
-      p.kill('SIGKILL');
-    };
-    opts.signal?.addEventListener('abort', onAbort, { once: true });
-    try {
-      const exit = await p.exited;
-      // Output may still be in flight after the exit event.
-      await Promise.all(
-        (['stdout', 'stderr'] as const).map(
-          (k) =>
-            new Promise<void>((r) => {
-              const s = p.child[k];
-              if (!s || s.readableEnded || s.destroyed) return r();
-              s.once('close', () => r());
-            }),
-        ),
-      );
-      if (failure) throw failure;
-      return {
-        ...exit,
-        stdout: Buffer.concat(chunks.stdout).toString(),
-        stderr: Buffer.concat(chunks.stderr).toString(),
-      };
-    } finally {
-      clearTimeout(timer);
-      opts.signal?.removeEventListener('abort', onAbort);
-    }
   }
 
   /**

@@ -28,6 +28,7 @@ import { delimiter, join } from 'node:path';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { DcId, NodeId } from '../kernel/types.js';
+import type { IsolationStatus } from '../protocol/admin.js';
 import { DvsError, dvsError } from '../protocol/errors.js';
 import {
   containerMac,
@@ -47,7 +48,9 @@ import {
   type ContainerSpawnRequest,
   DcContainer,
   deleteNetns,
+  type ExecOptions,
   type ExecResult,
+  execWith,
   listNetns,
 } from './container.js';
 import { DcLanManager, type LanPeers } from './lan.js';
@@ -111,16 +114,8 @@ export interface DcSpec {
   };
 }
 
-/** What {@link Isolation.describe} reports. */
-export interface IsolationInfo {
-  mode: 'container' | 'off';
-  /** Why this mode (and which cgroup layout was found). */
-  reason: string;
-  cgroup: 'v1' | 'v2' | 'none';
-  cgroupDetail?: string;
-  lan: boolean;
-  prefix: string;
-}
+/** What {@link Isolation.describe} reports: the node's isolation as the admin `status` shows it. */
+export type IsolationInfo = IsolationStatus;
 
 /** Usage against limits of one DC on this node. */
 export interface DcStats {
@@ -427,17 +422,7 @@ export class Isolation {
   }
 
   /** Runs a command in the DC's container and returns its output (see {@link DcContainer.exec}). */
-  async exec(
-    dc: DcId,
-    cmd: string[],
-    opts: {
-      env?: Record<string, string>;
-      cwd?: string;
-      input?: string;
-      timeoutMs?: number;
-      signal?: AbortSignal;
-    } = {},
-  ): Promise<ExecResult> {
+  async exec(dc: DcId, cmd: string[], opts: ExecOptions = {}): Promise<ExecResult> {
     const e = this.entry(dc);
     if (this.info.mode === 'off') return execPlain(cmd, opts);
     return (e.container ?? this.gone(dc)).exec(cmd, opts);
@@ -689,49 +674,6 @@ async function spawnPlain(req: ContainerSpawnRequest): Promise<ContainerProcess>
   };
 }
 
-async function execPlain(
-  cmd: string[],
-  opts: {
-    env?: Record<string, string>;
-    cwd?: string;
-    input?: string;
-    timeoutMs?: number;
-    signal?: AbortSignal;
-  },
-): Promise<ExecResult> {
-  const p = await spawnPlain({
-    cmd,
-    env: opts.env ?? { PATH: process.env.PATH ?? '/usr/bin:/bin' },
-    ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}),
-    stdio: [opts.input !== undefined ? 'pipe' : 'ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  p.child.stdout?.on('data', (b: Buffer) => {
-    stdout += b.toString();
-  });
-  p.child.stderr?.on('data', (b: Buffer) => {
-    stderr += b.toString();
-  });
-  if (opts.input !== undefined) p.child.stdin?.end(opts.input);
-  let failure: DvsError | undefined;
-  const timer = setTimeout(() => {
-    failure = dvsError('ETIMEDOUT', `exec timed out: ${cmd.join(' ')}`);
-    p.kill('SIGKILL');
-  }, opts.timeoutMs ?? 30_000);
-  const onAbort = () => {
-    failure = dvsError('EABORTED', 'exec aborted');
-    p.kill('SIGKILL');
-  };
-  opts.signal?.addEventListener('abort', onAbort, { once: true });
-  try {
-    const exit = await new Promise<ContainerExit>((resolve) => {
-      p.child.once('close', (code, signal) => resolve({ code, signal, oomKilled: false }));
-    });
-    if (failure) throw failure;
-    return { ...exit, stdout, stderr };
-  } finally {
-    clearTimeout(timer);
-    opts.signal?.removeEventListener('abort', onAbort);
-  }
+function execPlain(cmd: string[], opts: ExecOptions): Promise<ExecResult> {
+  return execWith(spawnPlain, cmd, opts, { path: '/usr/bin:/bin', what: 'exec' });
 }

@@ -538,7 +538,11 @@ class Daemon implements NodeDaemon {
    */
   private async startApi(): Promise<void> {
     const o = this.opts;
-    if (o.api === undefined) return;
+    if (o.api === undefined) {
+      // The network join is served by the API: a CA directory alone serves nothing.
+      if (o.caDir !== undefined) throw dvsError('EINVAL', '--ca-dir (the network join) needs --api');
+      return;
+    }
     const token =
       o.apiToken ??
       (o.apiTokenFile !== undefined ? await readTokenFile(o.apiTokenFile) : process.env.DVS_API_TOKEN);
@@ -572,6 +576,7 @@ class Daemon implements NodeDaemon {
       ...(this.registry ? { registry: this.registry } : {}),
       ...(token !== undefined ? { token } : {}),
       ...(o.apiInsecureLoopback ? { insecureLoopback: true } : {}),
+      ...(o.caDir !== undefined ? { join: { caDir: o.caDir } } : {}),
       logger: this.logger,
     });
     await this.api.start();

@@ -222,7 +222,7 @@ export class GcsWiring {
       this.mViews = counter('dvs_gcs_views_total', 'Group views delivered to local members');
       this.mExpelled = counter('dvs_gcs_expelled_members_total', 'Local members expelled (flow control)');
       this.mConfigs = counter('dvs_gcs_configurations_total', 'Node configurations installed');
-      const name = 'dvs_gcs_groups_groups';
+      const name = 'dvs_gcs_known_groups';
       if (!reg.getSingleMetric(name)) {
         const self = this;
         new Gauge({

@@ -75,6 +75,11 @@ export interface NodeOptions {
   apiTokenFile?: string;
   /** Development mode, explicit only: loopback clients of the API need no token. */
   apiInsecureLoopback?: boolean;
+  /**
+   * The cluster CA directory, on the node that holds it (`dvs ca init`): its API then serves the network
+   * join (`/api/v1/join`, docs/security.md). Needs `api`.
+   */
+  caDir?: string;
 }
 
 /** DIR/cluster.json, written by `dvs up`, read by every CLI command. */

@@ -22,9 +22,15 @@
 import { randomBytes } from 'node:crypto';
 import type { EndpointEvent, NodeEvent } from '../node/svc-fd.js';
 import { DvsError } from '../protocol/errors.js';
+import type { Decision } from '../services/consensus.js';
+import type { CasResult, KvEntry, KvEvent, KvFence } from '../services/kv.js';
+import { AsyncQueue, type QueueOverflow } from '../services/queue.js';
 import type { CallOptions } from './client.js';
 
 export type { EndpointEvent, NodeEvent } from '../node/svc-fd.js';
+// The results the daemon's services answer with are the services' own types, as they cross the channel.
+export type { Decision } from '../services/consensus.js';
+export type { CasResult, KvEntry, KvEvent, KvFence } from '../services/kv.js';
 
 /** What the wrappers need of a connection (a Dvk, or an AdminClient for the CLI). */
 export interface ServiceCaller {
@@ -36,44 +42,9 @@ export interface ServiceCaller {
 /** Extra params of every call: the CLI names the DC (`{dc}`); a process leaves it empty. */
 export type ServiceScope = Record<string, unknown>;
 
-/** A key of the DC's key/value space. */
-export interface KvEntry {
-  key: string;
-  value: Uint8Array;
-  /** Store revision of the write that last changed the key. */
-  revision: number;
-  /** Store revision of the write that created it. */
-  createRevision: number;
-  /** Writes since creation. */
-  version: number;
-  lease?: string;
-}
-
-/** One change seen by a kv watch; a delete has an empty value. */
-export interface KvEvent {
-  type: 'put' | 'delete';
-  key: string;
-  value: Uint8Array;
-  revision: number;
-}
-
-/** A fenced write: applied only while `token` is the holder's of lock `lock` (else ESTALE). */
-export interface KvFence {
-  lock: string;
-  token: number;
-}
-
 /** Options of the kv writes. */
 export interface KvWriteOptions extends CallOptions {
   fence?: KvFence;
-}
-
-/** Outcome of {@link KvClient.cas}. */
-export interface CasResult {
-  succeeded: boolean;
-  revision: number;
-  /** When the compare failed: the key as it is (absent if it does not exist). */
-  current?: KvEntry;
 }
 
 /** A live stream: an async iterator, plus close(). */
@@ -124,15 +95,6 @@ export interface LeaderState {
   ep: number | null;
   node: number | null;
   revision: number;
-}
-
-/** The decision of a consensus instance. */
-export interface Decision {
-  instance: string;
-  value: Uint8Array;
-  revision: number;
-  /** Whether our proposal is the one decided. */
-  mine: boolean;
 }
 
 /** Options of lock() and campaign(). */
@@ -411,64 +373,6 @@ function stateStream<T>(
   ).stream;
 }
 
-/** A bounded single-consumer queue behind a {@link Stream}. */
-class StreamQueue<T> {
-  readonly items: T[] = [];
-  waiting: { resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void } | undefined;
-  ended = false;
-  error: unknown;
-
-  constructor(
-    private readonly limit: number,
-    private readonly overflow: 'drop' | 'fail',
-  ) {}
-
-  push(item: T): void {
-    if (this.ended) return;
-    const w = this.waiting;
-    if (w !== undefined) {
-      this.waiting = undefined;
-      w.resolve({ value: item, done: false });
-      return;
-    }
-    if (this.items.length >= this.limit) {
-      if (this.overflow === 'fail') {
-        this.end(new DvsError('ENOSPC', `stream consumer fell ${this.limit} events behind`));
-        return;
-      }
-      this.items.shift();
-    }
-    this.items.push(item);
-  }
-
-  end(err?: unknown): void {
-    if (this.ended) return;
-    this.ended = true;
-    this.error = err;
-    const w = this.waiting;
-    this.waiting = undefined;
-    if (w === undefined) return;
-    if (err === undefined) w.resolve({ value: undefined, done: true });
-    else w.reject(err);
-  }
-
-  next(): Promise<IteratorResult<T>> {
-    const item = this.items.shift();
-    if (item !== undefined) return Promise.resolve({ value: item, done: false });
-    if (this.ended) {
-      if (this.error !== undefined) {
-        const e = this.error;
-        this.error = undefined;
-        return Promise.reject(e);
-      }
-      return Promise.resolve({ value: undefined, done: true });
-    }
-    return new Promise((resolve, reject) => {
-      this.waiting = { resolve, reject };
-    });
-  }
-}
-
 /**
  * Open a stream: allocate the subscription, start the call, route its events through `onData` into the
  * queue (`onData` returns `{ready}` for a "watching from here" marker). The call's end ends the stream.
@@ -477,10 +381,11 @@ function openStream<T>(
   c: ServiceCaller,
   method: string,
   params: Record<string, unknown>,
-  onData: (data: unknown, q: StreamQueue<T>) => { ready: number } | undefined,
-  opts: { limit: number; overflow: 'drop' | 'fail'; signal?: AbortSignal },
+  onData: (data: unknown, q: AsyncQueue<T>) => { ready: number } | undefined,
+  opts: { limit: number; overflow: QueueOverflow; signal?: AbortSignal },
 ): { stream: Stream<T>; ready: (timeout?: number) => Promise<number> } {
-  const q = new StreamQueue<T>(opts.limit, opts.overflow);
+  // Returning the iterator (a `break` out of `for await`) closes the stream.
+  const q = new AsyncQueue<T>(opts.limit, () => close(), opts.overflow);
   const ac = new AbortController();
   let readyResolve!: (rev: number) => void;
   let readyReject!: (e: unknown) => void;
@@ -537,11 +442,7 @@ function openStream<T>(
   );
   const stream: Stream<T> = {
     next: () => q.next(),
-    return: () => {
-      close();
-      q.items.length = 0;
-      return Promise.resolve({ value: undefined, done: true });
-    },
+    return: () => q.return(),
     close,
     [Symbol.asyncIterator]() {
       return this;

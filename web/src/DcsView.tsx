@@ -5,10 +5,11 @@
  * with kill and migrate, a run form, and its process groups. The selected DC's tables reload on every
  * overview the stream delivers (once a second); containers and groups every 5 s.
  */
-import { useEffect, useRef, useState } from 'react';
+import { type ReactNode, useEffect, useRef, useState } from 'react';
 import { ApiError, api } from './api';
 import type { ConfirmRequest } from './Confirm';
 import { bytes, peer, splitCommand, time } from './format';
+import { Head } from './Table';
 import type {
   ClusterView,
   DcIsolationInfo,
@@ -47,18 +48,7 @@ export function DcsView({
         <p className="muted">no DCs yet</p>
       ) : (
         <table data-testid="dcs-table">
-          <thead>
-            <tr>
-              <th>id</th>
-              <th>name</th>
-              <th>nodes</th>
-              <th>endpoints</th>
-              <th>max payload</th>
-              <th>sys eps</th>
-              <th>post window</th>
-              <th />
-            </tr>
-          </thead>
+          <Head cols={['id', 'name', 'nodes', 'endpoints', 'max payload', 'sys eps', 'post window', '']} />
           <tbody>
             {dcs.map((d) => (
               <tr
@@ -107,6 +97,61 @@ export function DcsView({
   );
 }
 
+/**
+ * A form on one line whose submit asks for confirmation (no page load), with the last error after its
+ * fields (`errorTestId` names it for the e2e tests).
+ */
+function InlineForm({
+  onSubmit,
+  error,
+  errorTestId,
+  children,
+}: {
+  onSubmit: () => void;
+  error: string | null;
+  errorTestId: string;
+  children: ReactNode;
+}) {
+  return (
+    <form
+      className="inline"
+      onSubmit={(e) => {
+        e.preventDefault();
+        onSubmit();
+      }}
+    >
+      {children}
+      {error && (
+        <span className="error" data-testid={errorTestId}>
+          {error}
+        </span>
+      )}
+    </form>
+  );
+}
+
+/**
+ * A confirmed action whose failure is also shown in its form: the error goes to `setError` and is rethrown,
+ * so the confirm dialog reports it too.
+ */
+function reportingTo(setError: (e: string) => void, run: () => Promise<void>): () => Promise<void> {
+  return async () => {
+    try {
+      await run();
+    } catch (e) {
+      setError(message(e));
+      throw e;
+    }
+  };
+}
+
+/** Limits as `memory=256M, cpus=0.5` for a confirmation. */
+function limitsText(lim: Record<string, string>): string {
+  return Object.entries(lim)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(', ');
+}
+
 /** `{memory, cpus, pids}` from form fields, only those filled in. */
 function limitsOf(f: { memory: string; cpus: string; pids: string }): Record<string, string> {
   const out: Record<string, string> = {};
@@ -146,44 +191,29 @@ function CreateDc({
     }
     const lim = limitsOf(limits);
     const extra = [
-      Object.keys(lim).length > 0
-        ? `limits ${Object.entries(lim)
-            .map(([k, v]) => `${k}=${v}`)
-            .join(', ')}`
-        : 'no limits',
+      Object.keys(lim).length > 0 ? `limits ${limitsText(lim)}` : 'no limits',
       lan.trim() ? `LAN ${lan.trim()}` : 'no LAN',
     ].join('; ');
     ask({
       title: `Create DC '${name}'?`,
       body: `On nodes ${(list ?? all).join(', ')}; ${extra}.`,
       action: 'Create',
-      run: async () => {
-        try {
-          await api(token, 'POST', '/dcs', {
-            name,
-            ...(list ? { nodes: list } : {}),
-            ...(Object.keys(lim).length > 0 ? { limits: lim } : {}),
-            ...(lan.trim() ? { lan: lan.trim() } : {}),
-          });
-          onCreated(name);
-          setName('');
-          setLimits({ memory: '', cpus: '', pids: '' });
-          setLan('');
-        } catch (e) {
-          setError(message(e));
-          throw e;
-        }
-      },
+      run: reportingTo(setError, async () => {
+        await api(token, 'POST', '/dcs', {
+          name,
+          ...(list ? { nodes: list } : {}),
+          ...(Object.keys(lim).length > 0 ? { limits: lim } : {}),
+          ...(lan.trim() ? { lan: lan.trim() } : {}),
+        });
+        onCreated(name);
+        setName('');
+        setLimits({ memory: '', cpus: '', pids: '' });
+        setLan('');
+      }),
     });
   };
   return (
-    <form
-      className="inline"
-      onSubmit={(e) => {
-        e.preventDefault();
-        submit();
-      }}
-    >
+    <InlineForm onSubmit={submit} error={error} errorTestId="create-dc-error">
       <input
         value={name}
         onChange={(e) => setName(e.target.value)}
@@ -208,12 +238,7 @@ function CreateDc({
       <button type="submit" disabled={name.trim() === ''} data-testid="create-dc">
         Create DC
       </button>
-      {error && (
-        <span className="error" data-testid="create-dc-error">
-          {error}
-        </span>
-      )}
-    </form>
+    </InlineForm>
   );
 }
 
@@ -431,19 +456,19 @@ function Meter({ used, limit }: { used: number; limit: number | null | undefined
 function PlacesTable({ places }: { places: NodePlace[] }) {
   return (
     <table data-testid="places-table">
-      <thead>
-        <tr>
-          <th>node</th>
-          <th>isolation</th>
-          <th>container</th>
-          <th>LAN address</th>
-          <th>limits</th>
-          <th>memory</th>
-          <th>CPU</th>
-          <th>pids</th>
-          <th>OOM kills</th>
-        </tr>
-      </thead>
+      <Head
+        cols={[
+          'node',
+          'isolation',
+          'container',
+          'LAN address',
+          'limits',
+          'memory',
+          'CPU',
+          'pids',
+          'OOM kills',
+        ]}
+      />
       <tbody>
         {places.map(({ node, iso, stats: s, cores, error }) => {
           const state = !s
@@ -526,66 +551,51 @@ function SetLimits({
   const [limits, setLimits] = useState({ memory: '', cpus: '', pids: '' });
   const [error, setError] = useState<string | null>(null);
   const lim = limitsOf(limits);
+  const submit = () => {
+    setError(null);
+    ask({
+      title: `Change the limits of DC '${dc.name}'?`,
+      body: `${limitsText(lim)} on nodes ${dc.nodes.join(', ')} (max removes a limit).`,
+      action: 'Set limits',
+      run: reportingTo(setError, async () => {
+        await api(token, 'PUT', `/dcs/${encodeURIComponent(dc.name)}/limits`, lim);
+        setLimits({ memory: '', cpus: '', pids: '' });
+        onDone(`limits of DC ${dc.name} changed`);
+      }),
+    });
+  };
   return (
-    <form
-      className="inline"
-      onSubmit={(e) => {
-        e.preventDefault();
-        setError(null);
-        ask({
-          title: `Change the limits of DC '${dc.name}'?`,
-          body: `${Object.entries(lim)
-            .map(([k, v]) => `${k}=${v}`)
-            .join(', ')} on nodes ${dc.nodes.join(', ')} (max removes a limit).`,
-          action: 'Set limits',
-          run: async () => {
-            try {
-              await api(token, 'PUT', `/dcs/${encodeURIComponent(dc.name)}/limits`, lim);
-              setLimits({ memory: '', cpus: '', pids: '' });
-              onDone(`limits of DC ${dc.name} changed`);
-            } catch (err) {
-              setError(message(err));
-              throw err;
-            }
-          },
-        });
-      }}
-    >
+    <InlineForm onSubmit={submit} error={error} errorTestId="set-limits-error">
       <LimitFields value={limits} onChange={setLimits} prefix="set" />
       <button type="submit" disabled={Object.keys(lim).length === 0} data-testid="set-limits">
         Set limits
       </button>
-      {error && (
-        <span className="error" data-testid="set-limits-error">
-          {error}
-        </span>
-      )}
-    </form>
+    </InlineForm>
   );
 }
 
 function EndpointsTable({ eps }: { eps: EndpointInfo[] }) {
   return (
     <table data-testid="endpoints-table">
-      <thead>
-        <tr>
-          <th>ep</th>
-          <th>name</th>
-          <th>node</th>
-          <th>pid</th>
-          <th>kind</th>
-          <th>flags</th>
-          <th>sendto</th>
-          <th>getfrom</th>
-          <th>queued</th>
-          <th>ntfy</th>
-          <th>lsent</th>
-          <th>rsent</th>
-          <th>recv</th>
-          <th>notifies</th>
-          <th>copy</th>
-        </tr>
-      </thead>
+      <Head
+        cols={[
+          'ep',
+          'name',
+          'node',
+          'pid',
+          'kind',
+          'flags',
+          'sendto',
+          'getfrom',
+          'queued',
+          'ntfy',
+          'lsent',
+          'rsent',
+          'recv',
+          'notifies',
+          'copy',
+        ]}
+      />
       <tbody>
         {eps.map((e) => (
           <tr key={`${e.ep}-${e.node}`} data-testid={`ep-row-${e.ep}`}>
@@ -628,18 +638,7 @@ function ProcessesTable({
   const [dest, setDest] = useState<Record<number, string>>({});
   return (
     <table data-testid="processes-table">
-      <thead>
-        <tr>
-          <th>ep</th>
-          <th>name</th>
-          <th>node</th>
-          <th>pid</th>
-          <th>command</th>
-          <th>started</th>
-          <th>state</th>
-          <th />
-        </tr>
-      </thead>
+      <Head cols={['ep', 'name', 'node', 'pid', 'command', 'started', 'state', '']} />
       <tbody>
         {procs.map((p) => {
           const others = dc.nodes.filter((n) => n !== p.node);
@@ -744,17 +743,7 @@ function GroupsTable({ groups }: { groups: GroupRow[] | string | null }) {
   if (groups.length === 0) return <p className="muted">no process groups</p>;
   return (
     <table data-testid="groups-table">
-      <thead>
-        <tr>
-          <th>group</th>
-          <th>view</th>
-          <th>members</th>
-          <th>sent</th>
-          <th>delivered</th>
-          <th>views</th>
-          <th>behind</th>
-        </tr>
-      </thead>
+      <Head cols={['group', 'view', 'members', 'sent', 'delivered', 'views', 'behind']} />
       <tbody>
         {groups.map((g) => (
           <tr key={g.name}>
@@ -789,30 +778,19 @@ function RunForm({ token, dc, ask }: { token: string; dc: DcRow; ask: (req: Conf
       title: `Run at endpoint ${ep} of ${dc.name}?`,
       body: `${argv.join(' ')} on node ${node}`,
       action: 'Run',
-      run: async () => {
-        try {
-          await api(token, 'POST', `/dcs/${encodeURIComponent(dc.name)}/processes`, {
-            ep: Number(ep),
-            node: Number(node),
-            cmd: argv,
-            ...(name.trim() ? { name: name.trim() } : {}),
-          });
-          setCmd('');
-        } catch (e) {
-          setError(message(e));
-          throw e;
-        }
-      },
+      run: reportingTo(setError, async () => {
+        await api(token, 'POST', `/dcs/${encodeURIComponent(dc.name)}/processes`, {
+          ep: Number(ep),
+          node: Number(node),
+          cmd: argv,
+          ...(name.trim() ? { name: name.trim() } : {}),
+        });
+        setCmd('');
+      }),
     });
   };
   return (
-    <form
-      className="inline"
-      onSubmit={(e) => {
-        e.preventDefault();
-        submit();
-      }}
-    >
+    <InlineForm onSubmit={submit} error={error} errorTestId="run-error">
       <label>
         ep{' '}
         <input className="narrow" value={ep} onChange={(e) => setEp(e.target.value)} data-testid="run-ep" />
@@ -843,11 +821,6 @@ function RunForm({ token, dc, ask }: { token: string; dc: DcRow; ask: (req: Conf
       <button type="submit" data-testid="run">
         Run
       </button>
-      {error && (
-        <span className="error" data-testid="run-error">
-          {error}
-        </span>
-      )}
-    </form>
+    </InlineForm>
   );
 }

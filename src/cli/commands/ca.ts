@@ -1,10 +1,11 @@
 /**
  * `dvs ca init`, `dvs ca token` and `dvs node join`: the cluster CA, one-time join tokens, and a node's
- * certificate (docs/security.md). The certificate code (@peculiar/x509) is loaded only by these commands.
+ * certificate, from the CA directory or over the network (docs/security.md). The certificate code (@peculiar/x509) is loaded only by these commands.
  */
 import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { InvalidArgumentError } from '@commander-js/extra-typings';
+import { DvsError } from '../../protocol/errors.js';
 import { caDirOf } from '../../security/paths.js';
 import { parseDuration } from '../../security/tokens.js';
 import type { Ctx } from '../context.js';
@@ -62,25 +63,43 @@ export async function caInit(ctx: Ctx, o: CaInitOptions): Promise<number> {
 export interface CaTokenOptions {
   caDir?: string;
   ttlMs: number;
+  /** Bind the token to this node id (a join as another id is refused). */
+  nodeId?: number;
   json: boolean;
 }
 
-/** `dvs ca token`: a one-time join token. The token alone goes to stdout, for `$(dvs ca token)`. */
+/**
+ * `dvs ca token`: a one-time join token that pins the CA (`dvsjt1-<id>.<secret>.<fingerprint>`), good for
+ * both `dvs node join --via` and `--ca-dir`. The token alone goes to stdout, for `$(dvs ca token)`.
+ */
 export async function caToken(ctx: Ctx, o: CaTokenOptions): Promise<number> {
   const { loadCa } = await import('../../security/ca-dir.js');
-  const { createJoinToken } = await import('../../security/tokens.js');
+  const { createPinnedToken } = await import('../../security/join-token.js');
   const dir = caDir(ctx, o.caDir);
   // Only where a CA exists: a token nobody can spend would only confuse.
-  await loadCa(dir);
-  const t = await createJoinToken(dir, o.ttlMs);
+  const ca = await loadCa(dir);
+  const t = await createPinnedToken(dir, ca.info.fingerprint, o.ttlMs, {
+    ...(o.nodeId !== undefined ? { nodeId: o.nodeId } : {}),
+  });
   const expiresAt = new Date(t.expiresAt).toISOString();
   if (o.json) {
-    ctx.out.json({ token: t.token, expiresAt, caDir: dir });
+    ctx.out.json({
+      token: t.token,
+      id: t.id,
+      expiresAt,
+      caDir: dir,
+      caFingerprint: ca.info.fingerprint,
+      ...(t.nodeId !== undefined ? { nodeId: t.nodeId } : {}),
+    });
     return 0;
   }
   ctx.out.line(t.token);
+  const who = t.nodeId === undefined ? 'any node id' : `node ${t.nodeId} only`;
   ctx.out.note(
-    `one-time join token, valid until ${expiresAt}; use: dvs node join --token <TOKEN> --node-id <N>`,
+    `one-time join token ${t.id} for ${who}, valid until ${expiresAt}; pins CA ${ca.info.fingerprint}`,
+  );
+  ctx.out.note(
+    `use: dvs node join --token <TOKEN> --node-id ${t.nodeId ?? '<N>'} --via http://<CA node API> --tls-dir <DIR>`,
   );
   return 0;
 }
@@ -88,6 +107,8 @@ export async function caToken(ctx: Ctx, o: CaTokenOptions): Promise<number> {
 export interface NodeJoinOptions {
   token: string;
   nodeId: number;
+  /** Base URL of the API of the node holding the CA: the network join. */
+  via?: string;
   caDir?: string;
   tlsDir?: string;
   name?: string;
@@ -97,25 +118,31 @@ export interface NodeJoinOptions {
 }
 
 /**
- * `dvs node join`: make this node's key and CSR here, spend the token at the CA directory, write the signed
- * certificate, the key and the CA certificate to the node's TLS directory.
+ * `dvs node join`: make this node's key and CSR here, then either send the CSR with a proof of the token to
+ * the node holding the CA (`--via`, docs/security.md "Network join") or spend the token at a CA directory
+ * this host can read (`--ca-dir`); write the certificate, the key and the CA certificate to the node's TLS
+ * directory.
  */
 export async function nodeJoin(ctx: Ctx, o: NodeJoinOptions): Promise<number> {
-  const { joinWithToken } = await import('../../security/ca-dir.js');
+  const { joinOverNetwork, joinWithCaDir } = await import('../../security/join-client.js');
+  if (o.via !== undefined && o.caDir !== undefined) {
+    throw new DvsError('EINVAL', '--via and --ca-dir are two ways to join: give one');
+  }
   const tlsDir =
     o.tlsDir === undefined ? resolve(ctx.dir(), `node${o.nodeId}`, 'tls') : resolve(ctx.out.io.cwd, o.tlsDir);
   const name = o.name ?? `node${o.nodeId}`;
-  const r = await joinWithToken(o.token, {
-    caDir: caDir(ctx, o.caDir),
-    nodeId: o.nodeId,
-    tlsDir,
-    names: { ips: o.ip ?? ['127.0.0.1'], dns: o.dns ?? [name] },
-  });
+  const names = { ips: o.ip ?? ['127.0.0.1'], dns: o.dns ?? [name] };
+  const r =
+    o.via !== undefined
+      ? await joinOverNetwork(o.token, { via: o.via, nodeId: o.nodeId, tlsDir, names })
+      : await joinWithCaDir(o.token, { caDir: caDir(ctx, o.caDir), nodeId: o.nodeId, tlsDir, names });
   if (o.json) {
-    ctx.out.json({ ...r, tlsDir });
+    ctx.out.json({ ...r, tlsDir, ...(o.via !== undefined ? { via: o.via } : {}) });
     return 0;
   }
-  ctx.out.line(`node ${o.nodeId} joined: certificate for node-${o.nodeId} in ${tlsDir}`);
+  ctx.out.line(
+    `node ${o.nodeId} joined${o.via !== undefined ? ` via ${o.via}` : ''}: certificate for node-${o.nodeId} in ${tlsDir}`,
+  );
   ctx.out.line(`  certificate  ${r.cert}  (fingerprint ${r.fingerprint}, valid until ${r.notAfter})`);
   ctx.out.line(`  private key  ${r.key}  (mode 0600; made here, never sent)`);
   ctx.out.line(`  CA           ${r.ca}  (fingerprint ${r.caFingerprint})`);

@@ -5,64 +5,11 @@
  * reports, the members of that view, and the counters summed over the nodes. A node that does not answer is
  * named in a warning (a partitioned node's groups may differ: that is what a partition is).
  */
-import type { ViewId } from '../../gcs/types.js';
-import type { GroupList, GroupRow } from '../../node/gcs-wiring.js';
+import type { GroupList } from '../../node/gcs-wiring.js';
+import { mergeGroups } from '../../node/views.js';
 import { DvsError } from '../../protocol/errors.js';
 import { CALL_TIMEOUT_MS, callAny, requireCluster } from '../cluster.js';
 import type { Ctx } from '../context.js';
-
-/** One group in `dvs group ls --json`. */
-export interface GroupLsRow {
-  name: string;
-  /** The newest view reported by any node (null: no node knows a member). */
-  view: { id: ViewId; members: { node: number; ep: number }[] } | null;
-  /** Nodes whose view is older than the newest (or absent while others have one). */
-  behind: number[];
-  /** Local members and their unconsumed deliveries, per node. */
-  local: { node: number; ep: number; backlog: number }[];
-  sent: number;
-  delivered: number;
-  views: number;
-}
-
-function compareIds(a: ViewId, b: ViewId): number {
-  return Math.sign(a.epoch - b.epoch || a.coord - b.coord || a.inc - b.inc || a.seq - b.seq);
-}
-
-/** Merge the per-node answers of `group.ls` into one row per group. */
-export function mergeGroupLists(lists: GroupList[]): GroupLsRow[] {
-  const by = new Map<string, { rows: GroupRow[] }>();
-  for (const l of lists)
-    for (const g of l.groups) {
-      let e = by.get(g.name);
-      if (e === undefined) {
-        e = { rows: [] };
-        by.set(g.name, e);
-      }
-      e.rows.push(g);
-    }
-  const out: GroupLsRow[] = [];
-  for (const [name, { rows }] of by) {
-    let view: GroupLsRow['view'] = null;
-    for (const r of rows) if (r.view && (view === null || compareIds(r.view.id, view.id) > 0)) view = r.view;
-    const behind = lists
-      .filter((l) => {
-        const r = rows.find((x) => x.node === l.node);
-        return view !== null && r?.view != null && compareIds(r.view.id, view.id) < 0;
-      })
-      .map((l) => l.node);
-    out.push({
-      name,
-      view,
-      behind,
-      local: rows.flatMap((r) => r.local.map((m) => ({ node: r.node, ...m }))),
-      sent: rows.reduce((s, r) => s + r.sent, 0),
-      delivered: rows.reduce((s, r) => s + r.delivered, 0),
-      views: rows.reduce((s, r) => s + r.views, 0),
-    });
-  }
-  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-}
 
 /** `dvs group ls --dc D [--json]`. */
 export async function groupList(ctx: Ctx, opts: { dc: string | number; json: boolean }): Promise<number> {
@@ -97,7 +44,7 @@ export async function groupList(ctx: Ctx, opts: { dc: string | number; json: boo
   // No node hosts it: an unknown DC, not an empty one.
   if (lists.length === 0 && unknown) throw unknown;
   lists.sort((a, b) => a.node - b.node);
-  const rows = mergeGroupLists(lists);
+  const rows = mergeGroups(lists);
   for (const id of missing.sort((a, b) => a - b))
     ctx.out.note(ctx.out.colors.yellow(`warning: node ${id} is not answering; its groups are missing`));
   if (opts.json) {

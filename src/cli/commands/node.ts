@@ -32,6 +32,8 @@ export interface NodeStartOptions {
   api?: string;
   apiTokenFile?: string;
   apiInsecureLoopback?: boolean;
+  /** This node holds the cluster CA: its API serves the network join (`dvs node join --via`). */
+  caDir?: string;
   /** DC isolation: containers when root (`auto`, the default) or plain processes (`off`). */
   isolation?: 'auto' | 'off';
 }
@@ -57,6 +59,7 @@ export function nodeOptionsOf(o: NodeStartOptions): NodeOptions {
     ...(o.api !== undefined ? { api: o.api } : {}),
     ...(o.apiTokenFile !== undefined ? { apiTokenFile: o.apiTokenFile } : {}),
     ...(o.apiInsecureLoopback ? { apiInsecureLoopback: true } : {}),
+    ...(o.caDir !== undefined ? { caDir: o.caDir } : {}),
     ...(o.isolation !== undefined ? { isolation: o.isolation } : {}),
   };
 }

@@ -7,9 +7,10 @@
  * not valid UTF-8) and base64 (`base64`).
  */
 
+import { kvRow, utf8Text } from '../../node/json.js';
 import { DvsError, dvsError } from '../../protocol/errors.js';
 import { AdminClient } from '../../sdk/admin.js';
-import { KvClient, type KvEntry, type ServiceCaller } from '../../sdk/services.js';
+import { KvClient, type ServiceCaller } from '../../sdk/services.js';
 import type { LockInfo } from '../../services/lock.js';
 import { CALL_TIMEOUT_MS, type ClusterFileOnDisk, requireCluster } from '../cluster.js';
 import type { Ctx } from '../context.js';
@@ -19,19 +20,6 @@ export interface SvcOptions {
   dc: string | number;
   json: boolean;
 }
-
-/** An entry of `dvs kv ls --json` / `dvs kv get --json`. */
-export interface KvRow {
-  key: string;
-  /** The value as UTF-8 text, or null if it is not valid UTF-8. */
-  value: string | null;
-  base64: string;
-  revision: number;
-  createRevision: number;
-  version: number;
-}
-
-const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** `dvs lock ls --dc D`: every held lock of the DC, its holder, token and waiters in queue order. */
 export async function lockList(ctx: Ctx, opts: SvcOptions): Promise<number> {
@@ -60,11 +48,11 @@ export async function lockList(ctx: Ctx, opts: SvcOptions): Promise<number> {
 /** `dvs kv get KEY --dc D`: the value (raw bytes), or the entry as JSON. */
 export async function kvGet(ctx: Ctx, key: string, opts: SvcOptions): Promise<number> {
   const e = await withAnyNode(ctx, (c) => new KvClient(c, { dc: opts.dc }).get(key));
-  if (opts.json) ctx.out.json(row(e));
+  if (opts.json) ctx.out.json(kvRow(e));
   else {
     ctx.out.raw(e.value);
     // A trailing newline for text, so the shell prompt starts on its own line; bytes are left as they are.
-    if (textOf(e.value) !== null && !textOf(e.value)!.endsWith('\n')) ctx.out.line();
+    if (utf8Text(e.value) !== null && !utf8Text(e.value)!.endsWith('\n')) ctx.out.line();
   }
   return 0;
 }
@@ -97,7 +85,7 @@ export async function kvList(
       opts.limit !== undefined ? { limit: opts.limit } : {},
     ),
   );
-  const rows = r.entries.map(row);
+  const rows = r.entries.map(kvRow);
   if (opts.json) {
     ctx.out.json({ dc: opts.dc, revision: r.revision, entries: rows });
     return 0;
@@ -119,26 +107,6 @@ export async function kvList(
 }
 
 // ------------------------------------------------------------------------------------------------ internals
-
-function textOf(b: Uint8Array): string | null {
-  try {
-    return utf8.decode(b);
-  } catch {
-    return null;
-  }
-}
-
-function row(e: KvEntry): KvRow {
-  const value = e.value instanceof Uint8Array ? e.value : new Uint8Array(0);
-  return {
-    key: e.key,
-    value: textOf(value),
-    base64: Buffer.from(value).toString('base64'),
-    revision: e.revision,
-    createRevision: e.createRevision,
-    version: e.version,
-  };
-}
 
 function clip(s: string): string {
   const one = s.replace(/\n/g, '\\n');

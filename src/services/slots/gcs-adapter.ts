@@ -9,7 +9,10 @@
  *   (itself alone on its first view); reasons map one to one, except `expel` (a member that stopped reading,
  *   alive) which is reported as `partition`: SLOTS may reassign only what dead members owned.
  * - View ids: SLOTS needs one number per view, equal at every member: a 52-bit FNV-1a hash of the GCS view id.
- * - Messages: MessagePack of the SlotsMsg, multicast in agreed order.
+ * - Messages: MessagePack of `{v, m}`: the SlotsMsg `m` and the number of the view it was sent in, in
+ *   agreed order. A message delivered in another view than `v` (the GCS orders a multicast sent while a
+ *   view was closing in the next configuration) is dropped by every member alike: "delivered in its
+ *   sending view, or to nobody", which is what SLOTS's guarantees 2 and 4 ask.
  */
 import { Packr } from 'msgpackr';
 import type { GcsEvent, Member, ViewId } from '../../gcs/types.js';
@@ -50,6 +53,10 @@ export class GcsSlotsGroup implements SlotsGroup {
   private handlers: { deliver(sender: MemberId, msg: SlotsMsg): void; view(view: SlotsView): void } | null =
     null;
   private prev: Set<MemberId> | null = null;
+  /** Number of the current view (-1 before the first). */
+  private viewNum = -1;
+  /** Messages dropped because they were delivered outside their sending view. */
+  dropped = 0;
   /** Events that arrived before subscribe (the first view can come as soon as the member joins). */
   private early: GcsEvent[] = [];
 
@@ -58,7 +65,7 @@ export class GcsSlotsGroup implements SlotsGroup {
   }
 
   multicast(msg: SlotsMsg): void {
-    this.port.multicast(packr.pack(msg));
+    this.port.multicast(packr.pack({ v: this.viewNum, m: msg }));
   }
 
   subscribe(handlers: { deliver(sender: MemberId, msg: SlotsMsg): void; view(view: SlotsView): void }) {
@@ -89,18 +96,26 @@ export class GcsSlotsGroup implements SlotsGroup {
       if (!transitional.includes(this.self)) transitional.push(this.self);
       this.prev = new Set(members);
       const reason: ViewReason = ev.view.reason === 'expel' ? 'partition' : ev.view.reason;
-      h.view({ id: slotsViewId(ev.view.id), members, reason, transitional });
+      this.viewNum = slotsViewId(ev.view.id);
+      h.view({ id: this.viewNum, members, reason, transitional });
       return;
     }
     const sender = this.port.memberId(ev.sender);
     if (sender === undefined) return;
-    let msg: unknown;
+    let w: unknown;
     try {
-      msg = packr.unpack(ev.payload);
+      w = packr.unpack(ev.payload);
     } catch {
       return;
     }
-    if (isSlotsMsg(msg)) h.deliver(sender, msg);
+    if (typeof w !== 'object' || w === null) return;
+    const { v, m } = w as { v?: unknown; m?: unknown };
+    if (!isSlotsMsg(m)) return;
+    if (v !== this.viewNum) {
+      this.dropped++;
+      return;
+    }
+    h.deliver(sender, m);
   }
 }
 

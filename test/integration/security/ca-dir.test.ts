@@ -127,7 +127,8 @@ describe('dvs ca and dvs node join', () => {
     const tok = await cli(['ca', 'token', '--dir', dir, '--ttl', '10m']);
     assert.equal(tok.code, 0, tok.stderr);
     const token = tok.stdout.trim();
-    assert.match(token, /^dvsjt1-[A-Za-z0-9_-]{43}$/);
+    // The pinned form (src/security/join-token.ts): id, secret, CA fingerprint.
+    assert.match(token, /^dvsjt1-[A-Za-z0-9_-]{8}\.[A-Za-z0-9_-]{43}\.[0-9a-f]{64}$/);
 
     const join1 = await cli(['node', 'join', '--dir', dir, '--token', token, '--node-id', '2', '--json']);
     assert.equal(join1.code, 0, join1.stderr);

@@ -80,6 +80,23 @@ export function checkLimits(limits: DcLimitsText, prefix = 'limits'): void {
   }
 }
 
+/** The row of a node the API could not ask: what is known of it from links, members or a failed call. */
+function unreachableRow(
+  known: Pick<NodeRow, 'id' | 'name' | 'state' | 'address' | 'self'> & { error?: string },
+): NodeRow {
+  return {
+    ...known,
+    reachable: false,
+    pid: null,
+    uptimeMs: null,
+    version: null,
+    dcs: null,
+    endpoints: null,
+    links: [],
+    messages: null,
+  };
+}
+
 export class ClusterOps {
   constructor(
     private readonly nodes: ApiNodes,
@@ -191,42 +208,32 @@ export class ClusterOps {
     for (const [id, v] of seen) {
       if (rows.has(id)) continue;
       const failed = answers.find((a) => a.node === id && !a.ok);
-      rows.set(id, {
+      rows.set(
         id,
-        name: v.name,
-        // A peer whose API did not answer is down even if a link still looks up (its daemon may be wedged).
-        state: v.up && failed === undefined ? 'up' : 'down',
-        address: v.address,
-        reachable: false,
-        self: false,
-        pid: null,
-        uptimeMs: null,
-        version: null,
-        dcs: null,
-        endpoints: null,
-        links: [],
-        messages: null,
-        ...(failed && !failed.ok ? { error: failed.error.message } : {}),
-      });
+        unreachableRow({
+          id,
+          name: v.name,
+          // A peer whose API did not answer is down even if a link still looks up (its daemon may be wedged).
+          state: v.up && failed === undefined ? 'up' : 'down',
+          address: v.address,
+          self: false,
+          ...(failed && !failed.ok ? { error: failed.error.message } : {}),
+        }),
+      );
     }
     for (const a of answers) {
       if (!a.ok && !rows.has(a.node)) {
-        rows.set(a.node, {
-          id: a.node,
-          name: `node${a.node}`,
-          state: 'down',
-          address: '',
-          reachable: false,
-          self: a.node === this.nodes.self,
-          pid: null,
-          uptimeMs: null,
-          version: null,
-          dcs: null,
-          endpoints: null,
-          links: [],
-          messages: null,
-          error: a.error.message,
-        });
+        rows.set(
+          a.node,
+          unreachableRow({
+            id: a.node,
+            name: `node${a.node}`,
+            state: 'down',
+            address: '',
+            self: a.node === this.nodes.self,
+            error: a.error.message,
+          }),
+        );
       }
     }
     if (withMessages) {

@@ -213,9 +213,13 @@ export interface ClusterMember {
   self: boolean;
 }
 
-/** A replicated endpoint's group (`proc.run` with `replicas`; docs/replication.md). */
+/**
+ * A replicated endpoint's group (`proc.run` with `replicas`; docs/replication.md). In mode `state-machine`
+ * every node listed is a replica: `primary` is the lowest (where nodes without a replica route by default),
+ * `backups` the others, and `epoch` is bumped at every membership change.
+ */
 export interface ReplicaGroupInfo {
-  mode: 'primary-backup';
+  mode: 'primary-backup' | 'state-machine';
   /** Node of the primary (the endpoint's location). */
   primary: NodeId;
   /** Nodes of the backups, in promotion order (the first live one takes over). */
@@ -309,8 +313,8 @@ export interface AdminMethods {
       cwd?: string;
       /** Replicas in all (primary included), one per node: the primary here, backups on other DC nodes. */
       replicas?: number;
-      /** Replication mode with `replicas` (default and only one so far: primary-backup). */
-      mode?: 'primary-backup';
+      /** Replication mode with `replicas` (default primary-backup). */
+      mode?: 'primary-backup' | 'state-machine';
     };
     /** `replicas` is set for a replicated run: the group (the result's process is the primary). */
     result: ProcessInfo & { replicas?: ReplicaGroupInfo };
@@ -342,7 +346,7 @@ export interface AdminMethods {
   'ep.list': {
     params: { dc: DcId | string };
     /** Replicated endpoints: `role` on the primary's row and on one row per backup (its node), with the group. */
-    result: (EndpointInfo & { role?: 'primary' | 'backup'; replicas?: ReplicaGroupInfo })[];
+    result: (EndpointInfo & { role?: 'primary' | 'backup' | 'replica'; replicas?: ReplicaGroupInfo })[];
   };
   /** This node's event log after `since` (a seq; default 0), oldest first, at most `limit` (default 1000).
    *  `last` is the newest seq logged so far (pass it as the next `since`). */

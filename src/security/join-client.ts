@@ -2,7 +2,8 @@
  * The joining side of `dvs node join`: over the network (`--via`, to a node serving the join route with the
  * CA) or, as before, from a CA directory this host can read (`--ca-dir`, the file flow).
  *
- * Network join, HTTP/JSON (src/api/join.ts serves it; pinned by test/unit/security/join-wire.test.ts):
+ * Network join, HTTP/JSON (src/api/join.ts serves it; pinned by test/unit/security/join-token.test.ts,
+ * join-route.test.ts and test/integration/security/join-network.test.ts):
  *
  * ```
  * 1. GET  /api/v1/join/ca                                   → 200 {"ca": "<PEM>", "fingerprint": "AB:CD:.."}

@@ -98,10 +98,19 @@ export class JoinAuthority {
     };
     const clock = { now: this.now() };
     await checkPinnedToken(this.opts.caDir, cred, clock);
-    const cert = await signNodeRequest(ca, req.csr, {
-      nodeId: req.nodeId,
-      ...(this.opts.validDays !== undefined ? { validDays: this.opts.validDays } : {}),
-    });
+    let cert: string;
+    try {
+      cert = await signNodeRequest(ca, req.csr, {
+        nodeId: req.nodeId,
+        ...(this.opts.validDays !== undefined ? { validDays: this.opts.validDays } : {}),
+      });
+    } catch (e) {
+      // A CSR the parser chokes on deep inside (odd key types, broken inner DER) is bad input, not a 500.
+      if (e instanceof DvsError) throw e;
+      throw new DvsError('EINVAL', 'certificate request rejected: not a usable PKCS#10 request', undefined, {
+        cause: e,
+      });
+    }
     // Spent last: only a request that would succeed uses the token up; a racing twin is refused here.
     await spendPinnedToken(this.opts.caDir, cred, clock);
     return { cert, ca: ca.certPem };

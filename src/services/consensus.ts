@@ -17,12 +17,10 @@
  * Instances are never deleted by the service: forgetting a decision would let a later proposer decide
  * differently.
  */
-import type { Logger } from 'pino';
 import { dvsError } from '../protocol/errors.js';
 import {
   type CallOptions,
-  DcScope,
-  ServiceMetrics,
+  DcService,
   type ServiceOptions,
   storeCall,
   validateName,
@@ -40,18 +38,9 @@ export interface Decision {
 }
 
 /** The consensus service of one DC. */
-export class ConsensusService {
-  private readonly scope: DcScope;
-  private readonly log: Logger;
-  private readonly metrics: ServiceMetrics;
-  private readonly timeoutMs: number;
-  private running = false;
-
-  constructor(private readonly opts: ServiceOptions) {
-    this.scope = new DcScope(opts.dc);
-    this.log = opts.logger.child({ service: 'consensus', dc: opts.dc });
-    this.metrics = new ServiceMetrics(opts.registry);
-    this.timeoutMs = opts.timeoutMs ?? 5_000;
+export class ConsensusService extends DcService {
+  constructor(opts: ServiceOptions) {
+    super(opts, 'consensus');
   }
 
   async start(): Promise<void> {
@@ -90,10 +79,6 @@ export class ConsensusService {
         return { instance, value: kv.value, revision: kv.createRevision, mine: false };
       })(),
     );
-  }
-
-  private check(): void {
-    if (!this.running) throw dvsError('EUNAVAIL', 'consensus service is not running');
   }
 
   private key(instance: string): string {

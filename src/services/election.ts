@@ -11,7 +11,6 @@
  * iterator that lists the queue once and then follows it with a watch (re-listing after a compaction or a
  * lost watch), yielding each change of (leader, term).
  */
-import type { Logger } from 'pino';
 import { lockPrefix } from '../cluster/lock.js';
 import type { KeyValue, WatchEnd } from '../cluster/store.js';
 import { dvsError } from '../protocol/errors.js';
@@ -19,9 +18,8 @@ import { LockService, ownerOf } from './lock.js';
 import {
   AsyncQueue,
   type CallOptions,
-  DcScope,
+  DcService,
   hasControl,
-  ServiceMetrics,
   type ServiceOptions,
   sleep,
   storeCall,
@@ -64,20 +62,12 @@ const RETRY_MIN_MS = 50;
 const RETRY_MAX_MS = 1_000;
 
 /** The election service of one DC. */
-export class ElectionService {
-  private readonly scope: DcScope;
-  private readonly log: Logger;
-  private readonly metrics: ServiceMetrics;
-  private readonly timeoutMs: number;
+export class ElectionService extends DcService {
   private readonly queue: LockService;
   private stopping = new AbortController();
-  private running = false;
 
-  constructor(private readonly opts: ServiceOptions) {
-    this.scope = new DcScope(opts.dc);
-    this.log = opts.logger.child({ service: 'election', dc: opts.dc });
-    this.metrics = new ServiceMetrics(opts.registry);
-    this.timeoutMs = opts.timeoutMs ?? 5_000;
+  constructor(opts: ServiceOptions) {
+    super(opts, 'election');
     this.queue = new LockService(opts, 'election');
   }
 
@@ -171,10 +161,6 @@ export class ElectionService {
   }
 
   // ---------------------------------------------------------------------------------------------- internals
-
-  private check(): void {
-    if (!this.running) throw dvsError('EUNAVAIL', 'election service is not running');
-  }
 
   private prefix(name: string): string {
     return lockPrefix(name, this.scope.electionsRoot);

@@ -16,14 +16,12 @@
  * holder of lock `lock` in this DC, in the same transaction (ESTALE otherwise), so a holder that lost its
  * lock (paused past its lease) cannot clobber the next holder's writes.
  */
-import type { Logger } from 'pino';
 import type { Compare, KeyValue, Watch, WatchEnd, WatchEvent } from '../cluster/store.js';
 import { type DvsError, dvsError } from '../protocol/errors.js';
 import { fenceGuard } from './lock.js';
 import {
   type CallOptions,
-  DcScope,
-  ServiceMetrics,
+  DcService,
   type ServiceOptions,
   storeCall,
   validateKey,
@@ -82,19 +80,11 @@ export interface CasResult {
 }
 
 /** The kv service of one DC. */
-export class KvService {
-  private readonly scope: DcScope;
-  private readonly log: Logger;
-  private readonly metrics: ServiceMetrics;
-  private readonly timeoutMs: number;
+export class KvService extends DcService {
   private readonly watches = new Map<Watch, (why: WatchEnd) => void>();
-  private running = false;
 
-  constructor(private readonly opts: ServiceOptions) {
-    this.scope = new DcScope(opts.dc);
-    this.log = opts.logger.child({ service: 'kv', dc: opts.dc });
-    this.metrics = new ServiceMetrics(opts.registry);
-    this.timeoutMs = opts.timeoutMs ?? 5_000;
+  constructor(opts: ServiceOptions) {
+    super(opts, 'kv');
   }
 
   async start(): Promise<void> {
@@ -220,10 +210,6 @@ export class KvService {
     };
     if (kv.lease !== undefined && kv.lease !== '0') e.lease = kv.lease;
     return e;
-  }
-
-  private check(): void {
-    if (!this.running) throw dvsError('EUNAVAIL', 'kv service is not running');
   }
 
   private async fence(f: KvFence | undefined, opts: CallOptions): Promise<Compare[]> {

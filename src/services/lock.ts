@@ -13,15 +13,13 @@
  * over leases is not mutual exclusion in time (a holder paused past its TTL still believes it holds it), so
  * protected resources must check the token: {@link LockService.checkFence}, or a fenced kv write.
  */
-import type { Logger } from 'pino';
 import { acquireLock, type LockHandle, lockPrefix } from '../cluster/lock.js';
 import type { ClusterStore, Compare, KeyValue } from '../cluster/store.js';
 import { DvsError, dvsError } from '../protocol/errors.js';
 import {
   type CallOptions,
-  DcScope,
+  DcService,
   remaining,
-  ServiceMetrics,
   type ServiceOptions,
   storeCall,
   validateName,
@@ -73,16 +71,11 @@ const DEFAULT_TTL_S = 10;
 const dec = new TextDecoder();
 
 /** The lock service of one DC. */
-export class LockService {
-  private readonly scope: DcScope;
-  private readonly log: Logger;
-  private readonly metrics: ServiceMetrics;
-  private readonly timeoutMs: number;
+export class LockService extends DcService {
   /** Locks held through this instance: name -> token -> held. */
   private readonly held = new Map<string, Map<number, Held>>();
   /** Aborts every wait in progress on stop(). */
   private stopping = new AbortController();
-  private running = false;
   /** Where the queues live: the DC's locks, or (for the election service, same recipe) its elections. */
   private readonly root: string;
 
@@ -91,14 +84,11 @@ export class LockService {
    *   elections root (the queue head is the leader, its token the term).
    */
   constructor(
-    private readonly opts: ServiceOptions,
+    opts: ServiceOptions,
     private readonly kind: 'lock' | 'election' = 'lock',
   ) {
-    this.scope = new DcScope(opts.dc);
+    super(opts, kind);
     this.root = kind === 'lock' ? this.scope.locksRoot : this.scope.electionsRoot;
-    this.log = opts.logger.child({ service: kind, dc: opts.dc });
-    this.metrics = new ServiceMetrics(opts.registry);
-    this.timeoutMs = opts.timeoutMs ?? 5_000;
   }
 
   async start(): Promise<void> {
@@ -149,10 +139,6 @@ export class LockService {
   }
 
   // ---------------------------------------------------------------------------------------------- internals
-
-  private check(): void {
-    if (!this.running) throw dvsError('EUNAVAIL', `${this.kind} service is not running`);
-  }
 
   private async doLock(name: string, opts: LockOptions): Promise<HeldLock> {
     validateName(this.kind, name);

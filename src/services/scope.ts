@@ -248,6 +248,39 @@ export class ServiceMetrics {
   }
 }
 
+/**
+ * What every DVK service of one DC is built on: its key scope, a logger and metrics labelled with the
+ * service, the default call timeout, and whether it runs (calls on a stopped service fail with EUNAVAIL).
+ * Subclasses set `running` in their start() / stop().
+ */
+export abstract class DcService {
+  protected readonly scope: DcScope;
+  protected readonly log: Logger;
+  protected readonly metrics: ServiceMetrics;
+  /** Default timeout of one call, ms. */
+  protected readonly timeoutMs: number;
+  protected running = false;
+
+  /** @param service the service's name in logs and errors (`kv`, `lock`, ...). */
+  constructor(
+    protected readonly opts: ServiceOptions,
+    private readonly service: string,
+  ) {
+    this.scope = new DcScope(opts.dc);
+    this.log = opts.logger.child({ service, dc: opts.dc });
+    this.metrics = new ServiceMetrics(opts.registry);
+    this.timeoutMs = opts.timeoutMs ?? 5_000;
+  }
+
+  abstract start(): Promise<void>;
+  abstract stop(): Promise<void>;
+
+  /** EUNAVAIL unless started. */
+  protected check(): void {
+    if (!this.running) throw dvsError('EUNAVAIL', `${this.service} service is not running`);
+  }
+}
+
 /** Remaining ms of an optional deadline (undefined = none). */
 export function remaining(deadline: number | undefined): number | undefined {
   return deadline === undefined ? undefined : Math.max(0, deadline - Date.now());

@@ -101,36 +101,64 @@ export class NetTransport implements Transport {
   }
 }
 
-function describe(socket: net.Socket): string {
-  if (socket.remoteAddress === undefined) return 'unix';
+/** The peer of a TCP socket as `host:port` (`[v6]:port`); `unknown` once the socket has lost its address. */
+export function remoteOf(socket: net.Socket): string {
+  if (socket.remoteAddress === undefined) return 'unknown';
   return socket.remoteFamily === 'IPv6'
     ? `[${socket.remoteAddress}]:${socket.remotePort}`
     : `${socket.remoteAddress}:${socket.remotePort}`;
 }
 
-function dial(
-  connectOpts: net.NetConnectOpts,
-  tcp: boolean,
+/** A bound TCP address as `host:port` (`[v6]:port`). */
+export function formatAddress(a: net.AddressInfo): string {
+  return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+}
+
+/** How {@link dialSocket} opens and finishes one kind of connection. */
+export interface DialSpec<S extends net.Socket, T> {
+  /** Create the socket (called only if the dial was not aborted already). */
+  open(): S;
+  /** The event that means connected: `connect` (TCP, Unix) or `secureConnect` (TLS, after the handshake). */
+  ready: 'connect' | 'secureConnect';
+  /** The socket's error as a DvsError; undefined: ENOTCONN naming the remote. */
+  error?(e: Error): DvsError | undefined;
+  /** ms before giving up (default: the dial's timeoutMs). */
+  timeoutMs?: number;
+  /** The error when that time runs out (default ETIMEDOUT). */
+  timeout?(): DvsError;
+  /** Wrap the connected socket. */
+  wrap(socket: S): T;
+}
+
+/**
+ * The dial every socket transport shares: open, then settle exactly once with the wrapped socket on
+ * `spec.ready`, or fail (socket destroyed, listeners removed) with the socket's error, a timeout, or
+ * EABORTED when `opts.signal` aborts.
+ */
+export function dialSocket<S extends net.Socket, T>(
   remote: string,
   opts: DialOptions,
-): Promise<Transport> {
+  spec: DialSpec<S, T>,
+): Promise<T> {
   return new Promise((resolve, reject) => {
     if (opts.signal?.aborted) {
       reject(new DvsError('EABORTED', `dial ${remote} aborted`));
       return;
     }
-    const socket = net.connect(connectOpts);
+    const socket = spec.open();
     const fail = (err: DvsError) => {
       cleanup();
       socket.destroy();
       reject(err);
     };
     const onError = (e: Error) =>
-      fail(new DvsError('ENOTCONN', `dial ${remote}: ${e.message}`, { remote }, { cause: e }));
+      fail(
+        spec.error?.(e) ?? new DvsError('ENOTCONN', `dial ${remote}: ${e.message}`, { remote }, { cause: e }),
+      );
     const onAbort = () => fail(new DvsError('EABORTED', `dial ${remote} aborted`));
     const timer = setTimeout(
-      () => fail(new DvsError('ETIMEDOUT', `dial ${remote} timed out`)),
-      opts.timeoutMs,
+      () => fail(spec.timeout?.() ?? new DvsError('ETIMEDOUT', `dial ${remote} timed out`)),
+      spec.timeoutMs ?? opts.timeoutMs,
     );
     const cleanup = () => {
       clearTimeout(timer);
@@ -139,11 +167,26 @@ function dial(
     };
     socket.once('error', onError);
     opts.signal?.addEventListener('abort', onAbort, { once: true });
-    socket.once('connect', () => {
+    socket.once(spec.ready, () => {
       cleanup();
-      if (tcp) socket.setNoDelay(true);
-      resolve(new NetTransport(socket, remote, opts));
+      resolve(spec.wrap(socket));
     });
+  });
+}
+
+function dial(
+  connectOpts: net.NetConnectOpts,
+  tcp: boolean,
+  remote: string,
+  opts: DialOptions,
+): Promise<Transport> {
+  return dialSocket(remote, opts, {
+    open: () => net.connect(connectOpts),
+    ready: 'connect',
+    wrap: (socket) => {
+      if (tcp) socket.setNoDelay(true);
+      return new NetTransport(socket, remote, opts);
+    },
   });
 }
 
@@ -171,31 +214,36 @@ function listen(
   const tcp = bind.path === undefined;
   const server = net.createServer({ noDelay: tcp }, (socket) => {
     if (tcp) socket.setNoDelay(true);
-    opts.onTransport(new NetTransport(socket, tcp ? describe(socket) : (bind.path ?? 'unix'), opts));
+    opts.onTransport(new NetTransport(socket, tcp ? remoteOf(socket) : (bind.path ?? 'unix'), opts));
   });
+  return startListening(server, bind).then(() => ({
+    address: addressOf(server),
+    close: () => new Promise<void>((res) => server.close(() => res())),
+  }));
+}
+
+/**
+ * Start `server` listening at `bind`; EINVAL if it cannot. Later errors (EMFILE on accept) must not crash
+ * the daemon: they are ignored here and logged by the owner.
+ */
+export function startListening(server: net.Server, bind: net.ListenOptions): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', (e) =>
       reject(new DvsError('EINVAL', `listen: ${e.message}`, undefined, { cause: e })),
     );
     server.listen(bind, () => {
       server.removeAllListeners('error');
-      // A listener must not crash the daemon on a late error (EMFILE on accept): it is logged by the owner.
       server.on('error', () => {});
-      const address = addressOf(server);
-      resolve({
-        address,
-        close: () => new Promise<void>((res) => server.close(() => res())),
-      });
+      resolve();
     });
   });
 }
 
 /** Listen on TCP `host:port` (port 0: any free port; `address` reports it). */
 export function listenTcp(opts: ListenOptions & { host: string; port: number }): Promise<TransportListener> {
-  return listen({ host: opts.host, port: opts.port }, opts, (server) => {
-    const a = server.address() as net.AddressInfo;
-    return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
-  });
+  return listen({ host: opts.host, port: opts.port }, opts, (server) =>
+    formatAddress(server.address() as net.AddressInfo),
+  );
 }
 
 /** Listen on a Unix socket at `path` (the caller removes a stale file first). */

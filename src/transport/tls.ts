@@ -12,13 +12,21 @@
  * With TLS 1.3 a client learns that the server refused its certificate only after its own handshake is done:
  * such a refusal closes the transport shortly after the dial resolved, with EAUTH.
  */
-import { isIP, type Socket } from 'node:net';
+import { type AddressInfo, isIP, type Socket } from 'node:net';
 import type { PeerCertificate, TLSSocket } from 'node:tls';
 import tls from 'node:tls';
 import type { NodeId } from '../kernel/types.js';
 import { DvsError } from '../protocol/errors.js';
 import { parseNodeCommonName } from '../security/names.js';
-import { type DialOptions, type ListenOptions, NetTransport } from './net.js';
+import {
+  type DialOptions,
+  dialSocket,
+  formatAddress,
+  type ListenOptions,
+  NetTransport,
+  remoteOf,
+  startListening,
+} from './net.js';
 import type { Transport, TransportListener, TransportOptions } from './transport.js';
 
 /** The credentials of one side (PEM text). */
@@ -83,74 +91,60 @@ export interface TlsDialOptions extends DialOptions, TlsConfig {
  */
 export function connectTls(opts: TlsDialOptions): Promise<TlsTransport> {
   const remote = isIP(opts.host) === 6 ? `[${opts.host}]:${opts.port}` : `${opts.host}:${opts.port}`;
-  return new Promise((resolve, reject) => {
-    if (opts.signal?.aborted) {
-      reject(new DvsError('EABORTED', `dial ${remote} aborted`));
-      return;
-    }
-    const expect = opts.expectNodeId;
-    const socket = tls.connect({
-      host: opts.host,
-      port: opts.port,
-      ca: opts.ca,
-      cert: opts.cert,
-      key: opts.key,
-      minVersion: 'TLSv1.3',
-      rejectUnauthorized: true,
-      // SNI must not be an IP address; a name is sent only when we dialed one.
-      ...(isIP(opts.host) === 0 ? { servername: opts.host } : {}),
-      checkServerIdentity:
-        expect === undefined
-          ? tls.checkServerIdentity
-          : (_host, cert) => {
-              if (parseNodeCommonName(cnOf(cert)) === expect) return undefined;
-              return Object.assign(
-                new Error(`server certificate is for ${cnOf(cert) ?? 'no CN'}, not node-${expect}`),
-                { code: 'ERR_TLS_DVS_NODE_ID' },
-              );
-            },
-    });
-    // Connected but dropped before the handshake finished: the peer does not speak TLS, or refused us.
-    let connected = false;
-    socket.once('connect', () => {
-      connected = true;
-    });
-    const fail = (err: DvsError) => {
-      cleanup();
-      socket.destroy();
-      reject(err);
-    };
-    const onError = (e: Error) => {
-      if (isTlsError(e)) return fail(tlsError(remote, e));
+  const expect = opts.expectNodeId;
+  // Connected but dropped before the handshake finished: the peer does not speak TLS, or refused us.
+  let connected = false;
+  const limit = Math.min(opts.timeoutMs, opts.handshakeTimeoutMs ?? Number.POSITIVE_INFINITY);
+  return dialSocket(remote, opts, {
+    open: () => {
+      const socket = tls.connect({
+        host: opts.host,
+        port: opts.port,
+        ca: opts.ca,
+        cert: opts.cert,
+        key: opts.key,
+        minVersion: 'TLSv1.3',
+        rejectUnauthorized: true,
+        // SNI must not be an IP address; a name is sent only when we dialed one.
+        ...(isIP(opts.host) === 0 ? { servername: opts.host } : {}),
+        checkServerIdentity:
+          expect === undefined
+            ? tls.checkServerIdentity
+            : (_host, cert) => {
+                if (parseNodeCommonName(cnOf(cert)) === expect) return undefined;
+                return Object.assign(
+                  new Error(`server certificate is for ${cnOf(cert) ?? 'no CN'}, not node-${expect}`),
+                  { code: 'ERR_TLS_DVS_NODE_ID' },
+                );
+              },
+      });
+      socket.once('connect', () => {
+        connected = true;
+      });
+      return socket;
+    },
+    ready: 'secureConnect',
+    error: (e) => {
+      if (isTlsError(e)) return tlsError(remote, e);
       if (connected && (e as NodeJS.ErrnoException).code === 'ECONNRESET') {
         const why = new Error(
           'peer closed during the handshake (no TLS, or it does not trust our certificate)',
         );
-        return fail(tlsError(remote, Object.assign(why, { cause: e })));
+        return tlsError(remote, Object.assign(why, { cause: e }));
       }
-      fail(new DvsError('ENOTCONN', `dial ${remote}: ${e.message}`, { remote }, { cause: e }));
-    };
-    const onAbort = () => fail(new DvsError('EABORTED', `dial ${remote} aborted`));
-    const limit = Math.min(opts.timeoutMs, opts.handshakeTimeoutMs ?? Number.POSITIVE_INFINITY);
-    const timer = setTimeout(() => {
-      // A plain-TCP node never answers a ClientHello: silence after connecting is that, most likely.
-      if (connected)
-        fail(tlsError(remote, new Error(`no TLS handshake within ${limit} ms (peer without TLS?)`)));
-      else fail(new DvsError('ETIMEDOUT', `dial ${remote} timed out`));
-    }, limit);
-    const cleanup = () => {
-      clearTimeout(timer);
-      socket.off('error', onError);
-      opts.signal?.removeEventListener('abort', onAbort);
-    };
-    socket.once('error', onError);
-    opts.signal?.addEventListener('abort', onAbort, { once: true });
-    socket.once('secureConnect', () => {
-      cleanup();
+      return undefined;
+    },
+    timeoutMs: limit,
+    // A plain-TCP node never answers a ClientHello: silence after connecting is that, most likely.
+    timeout: () =>
+      connected
+        ? tlsError(remote, new Error(`no TLS handshake within ${limit} ms (peer without TLS?)`))
+        : new DvsError('ETIMEDOUT', `dial ${remote} timed out`),
+    wrap: (socket) => {
       // Batching is done above (FrameWriter); Nagle would only add latency.
       socket.setNoDelay(true);
-      resolve(new TlsTransport(socket, remote, opts));
-    });
+      return new TlsTransport(socket, remote, opts);
+    },
   });
 }
 
@@ -183,7 +177,7 @@ export function listenTls(opts: TlsListenOptions): Promise<TransportListener> {
       const parent = parentOf(socket);
       if (parent) handshaking.delete(parent);
       socket.setNoDelay(true);
-      opts.onTransport(new TlsTransport(socket, describe(socket), opts));
+      opts.onTransport(new TlsTransport(socket, remoteOf(socket), opts));
     },
   );
   // Connections still in their handshake belong to nobody yet: close() ends them, or the server would wait
@@ -193,13 +187,13 @@ export function listenTls(opts: TlsListenOptions): Promise<TransportListener> {
   // it from the moment of the TCP accept.
   const remotes = new WeakMap<object, string>();
   server.on('connection', (raw: Socket) => {
-    remotes.set(raw, describe(raw));
+    remotes.set(raw, remoteOf(raw));
     handshaking.add(raw);
     raw.once('close', () => handshaking.delete(raw));
   });
   server.on('tlsClientError', (e, socket) => {
     const parent = parentOf(socket);
-    const remote = (parent && remotes.get(parent)) ?? describe(socket);
+    const remote = (parent && remotes.get(parent)) ?? remoteOf(socket);
     // A certificate that fails verification is refused by Node closing the socket ("socket hang up"); the
     // verification error itself is in authorizationError.
     const why = socket.authorizationError;
@@ -212,25 +206,14 @@ export function listenTls(opts: TlsListenOptions): Promise<TransportListener> {
         : e;
     opts.onRefused?.(remote, tlsError(remote, reason));
   });
-  return new Promise((resolve, reject) => {
-    server.once('error', (e) =>
-      reject(new DvsError('EINVAL', `listen: ${e.message}`, undefined, { cause: e })),
-    );
-    server.listen({ host: opts.host, port: opts.port }, () => {
-      server.removeAllListeners('error');
-      // A listener must not crash the daemon on a late error (EMFILE on accept): it is logged by the owner.
-      server.on('error', () => {});
-      const a = server.address() as { address: string; port: number; family: string };
-      resolve({
-        address: a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`,
-        close: () =>
-          new Promise<void>((res) => {
-            server.close(() => res());
-            for (const raw of handshaking) raw.destroy();
-          }),
-      });
-    });
-  });
+  return startListening(server, { host: opts.host, port: opts.port }).then(() => ({
+    address: formatAddress(server.address() as AddressInfo),
+    close: () =>
+      new Promise<void>((res) => {
+        server.close(() => res());
+        for (const raw of handshaking) raw.destroy();
+      }),
+  }));
 }
 
 /** The TCP socket under a server-side TLS socket (Node keeps it as `_parent`; not in its typings). */
@@ -276,10 +259,4 @@ function cnOf(cert: PeerCertificate | undefined): string | undefined {
   const cn = cert?.subject?.CN as string | string[] | undefined;
   // Several CNs: ambiguous, so no node id.
   return typeof cn === 'string' ? cn : undefined;
-}
-
-function describe(socket: Socket): string {
-  return socket.remoteFamily === 'IPv6'
-    ? `[${socket.remoteAddress}]:${socket.remotePort}`
-    : `${socket.remoteAddress}:${socket.remotePort}`;
 }

@@ -16,9 +16,9 @@ import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { type Browser, chromium, type Page } from 'playwright-core';
+import { alive, CliCluster } from '../integration/cli.js';
 
 const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
-const BIN = join(ROOT, 'bin', 'dvs.js');
 const SHOTS = join(ROOT, 'test-results', 'screenshots');
 
 function which(cmd: string): string | undefined {
@@ -48,15 +48,6 @@ const CHROMIUM_ARGS = [
   '--disable-quic',
   '--disable-dev-shm-usage',
 ];
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /**
  * Remove what a daemon killed by the test left behind (its DC containers: their processes, cgroups and
@@ -98,7 +89,8 @@ function cleanLeftovers(prefixes: string[]): void {
 }
 
 describe('dashboard end to end (chromium)', { skip }, () => {
-  let dir: string;
+  const c = new CliCluster('dvs-dash-');
+  const { dvs } = c;
   let browser: Browser | undefined;
   let page: Page;
   let daemonPids: number[] = [];
@@ -106,31 +98,15 @@ describe('dashboard end to end (chromium)', { skip }, () => {
   /** Isolation name prefixes of the nodes whose daemon the test kills. */
   const killedPrefixes: string[] = [];
 
-  function dvs(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-    return new Promise((res) => {
-      execFile(
-        process.execPath,
-        [BIN, '--dir', dir, ...args],
-        { cwd: dir, timeout: 60_000, env: { ...process.env, NO_COLOR: '1' } },
-        (err, stdout, stderr) => {
-          res({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
-        },
-      );
-    });
-  }
-
   const shot = (name: string) =>
     page.screenshot({ path: join(SHOTS, `dashboard-${name}.png`), fullPage: true });
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'dvs-dash-'));
+    await c.start();
     await mkdir(SHOTS, { recursive: true });
     const up = await dvs('up', '--nodes', '3', '--detach', '--timeout', '30000');
     assert.equal(up.code, 0, up.stderr);
-    const cluster = JSON.parse(await readFile(join(dir, 'cluster.json'), 'utf8')) as {
-      nodes: { pid: number }[];
-    };
-    daemonPids = cluster.nodes.map((n) => n.pid);
+    daemonPids = (await c.nodes()).map((n) => n.pid);
     browser = await chromium.launch({
       executablePath: CHROMIUM as string,
       args: CHROMIUM_ARGS,
@@ -141,12 +117,8 @@ describe('dashboard end to end (chromium)', { skip }, () => {
 
   after(async () => {
     await browser?.close().catch(() => {});
-    await dvs('down', '--timeout', '3000').catch(() => {});
-    for (const pid of [...daemonPids, ...childPids]) {
-      if (pid > 0 && alive(pid)) process.kill(pid, 'SIGKILL');
-    }
+    await c.stop([...daemonPids, ...childPids]);
     cleanLeftovers(killedPrefixes);
-    await rm(dir, { recursive: true, force: true });
   });
 
   it('dvs api --json gives the URL and token; the token file is 0600', async () => {
@@ -159,7 +131,7 @@ describe('dashboard end to end (chromium)', { skip }, () => {
     assert.equal(res.status, 401);
     const { stdout } = await dvs('dashboard');
     assert.equal(stdout.trim(), `${info.url}/#token=${info.token}`);
-    assert.equal((await stat(join(dir, 'api-token'))).mode & 0o777, 0o600);
+    assert.equal((await stat(join(c.dir, 'api-token'))).mode & 0o777, 0o600);
   });
 
   it('creates a DC with limits, runs a stateful server, migrates it, pauses the DC, sees a node go down', async () => {

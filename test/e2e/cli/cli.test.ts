@@ -10,65 +10,25 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-
-const ROOT = resolve(fileURLToPath(new URL('../../..', import.meta.url)));
-const BIN = join(ROOT, 'bin', 'dvs.js');
-const SDK = join(ROOT, 'dist', 'src', 'sdk', 'index.js');
-
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { alive, built, CliCluster, SDK } from '../../integration/cli.js';
+import { REPO } from '../../integration/harness.js';
 
 describe('dvs CLI end to end', () => {
-  let dir: string;
+  const c = new CliCluster('dvs-e2e-');
+  const { dvs, ok, json } = c;
   let daemonPids: number[] = [];
   const childPids: number[] = [];
 
-  function dvs(...args: string[]): Promise<Result> {
-    return new Promise((res) => {
-      execFile(
-        process.execPath,
-        [BIN, '--dir', dir, ...args],
-        { cwd: dir, timeout: 60_000, env: { ...process.env, NO_COLOR: '1' } },
-        (err, stdout, stderr) => {
-          const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-          res({ code, stdout, stderr });
-        },
-      );
-    });
-  }
-
-  async function ok(...args: string[]): Promise<string> {
-    const r = await dvs(...args);
-    assert.equal(r.code, 0, `dvs ${args.join(' ')} failed: ${r.stderr}`);
-    return r.stdout;
-  }
-
-  async function json<T>(...args: string[]): Promise<T> {
-    return JSON.parse(await ok(...args)) as T;
-  }
-
   before(async () => {
-    if (!existsSync(join(ROOT, 'dist', 'src', 'cli', 'main.js')) || !existsSync(SDK)) {
+    if (!built()) {
       try {
-        execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'ignore' });
+        execFileSync('npm', ['run', 'build'], { cwd: REPO, stdio: 'ignore' });
       } catch {
         // tsc exits non-zero on type errors elsewhere but still emits; checked below.
       }
     }
-    assert.ok(existsSync(join(ROOT, 'dist', 'src', 'cli', 'main.js')), 'run npm run build first');
-    dir = await mkdtemp(join(tmpdir(), 'dvs-e2e-'));
+    assert.ok(built(), 'run npm run build first');
+    const dir = await c.start();
     await writeFile(
       join(dir, 'echo.mjs'),
       [
@@ -94,20 +54,7 @@ describe('dvs CLI end to end', () => {
     );
   });
 
-  after(async () => {
-    if (dir === undefined) return;
-    await dvs('down', '--timeout', '3000').catch(() => {});
-    try {
-      const f = JSON.parse(await readFile(join(dir, 'cluster.json'), 'utf8')) as { nodes: { pid: number }[] };
-      daemonPids.push(...f.nodes.map((n) => n.pid));
-    } catch {
-      // no cluster file: nothing was started
-    }
-    for (const pid of [...daemonPids, ...childPids]) {
-      if (pid > 0 && alive(pid)) process.kill(pid, 'SIGKILL');
-    }
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() => c.stop([...daemonPids, ...childPids]));
 
   it('up --detach starts 3 nodes whose links are all up', async () => {
     const out = await ok('up', '--nodes', '3', '--detach');

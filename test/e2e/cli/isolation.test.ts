@@ -13,26 +13,10 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { alive, built, CliCluster } from '../../integration/cli.js';
 
-const ROOT = resolve(fileURLToPath(new URL('../../..', import.meta.url)));
-const BIN = join(ROOT, 'bin', 'dvs.js');
 /** Containers: root, unless turned off (DVS_ISOLATION=off reaches the daemons `dvs up` starts). */
 const ROOTED = process.getuid?.() === 0 && process.env.DVS_ISOLATION !== 'off';
-
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Named netns and cgroups carrying one of `prefixes` (the nodes' isolation prefixes). */
 function objects(prefixes: string[]): string[] {
@@ -53,45 +37,23 @@ function objects(prefixes: string[]): string[] {
 }
 
 describe('dvs isolation commands end to end', {
-  skip: existsSync(join(ROOT, 'dist/src/cli/main.js')) ? false : 'run npm run build first',
+  skip: built() ? false : 'run npm run build first',
 }, () => {
-  let dir: string;
+  const c = new CliCluster('dvs-e2e-iso-');
+  const { dvs, ok } = c;
   let pids: number[] = [];
   let prefixes: string[] = [];
 
-  function dvs(...args: string[]): Promise<Result> {
-    return new Promise((res) => {
-      execFile(
-        process.execPath,
-        [BIN, '--dir', dir, ...args],
-        { cwd: dir, timeout: 60_000, env: { ...process.env, NO_COLOR: '1' } },
-        (err, stdout, stderr) => {
-          res({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
-        },
-      );
-    });
-  }
-
-  async function ok(...args: string[]): Promise<string> {
-    const r = await dvs(...args);
-    assert.equal(r.code, 0, `dvs ${args.join(' ')} failed: ${r.stderr}`);
-    return r.stdout;
-  }
-
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'dvs-e2e-iso-'));
+    await c.start();
     await ok('up', '--nodes', '2', '--detach');
-    const f = JSON.parse(await readFile(join(dir, 'cluster.json'), 'utf8')) as { nodes: { pid: number }[] };
-    pids = f.nodes.map((n) => n.pid);
+    pids = (await c.nodes()).map((n) => n.pid);
   });
 
   after(async () => {
-    if (dir === undefined) return;
-    await dvs('down', '--timeout', '3000').catch(() => {});
-    for (const pid of pids) if (pid > 0 && alive(pid)) process.kill(pid, 'SIGKILL');
+    await c.stop(pids);
     // A clean stop leaves no container, namespace or cgroup behind.
     assert.deepEqual(objects(prefixes), []);
-    await rm(dir, { recursive: true, force: true });
   });
 
   it('node status says how each node isolates', async () => {

@@ -9,65 +9,28 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { connect, type Dvk } from '../../../src/sdk/index.js';
-import { check, REPO } from '../harness.js';
+import { CliCluster } from '../cli.js';
+import { check } from '../harness.js';
 import { Reader } from './helpers.js';
 
-const BIN = join(REPO, 'bin', 'dvs.js');
-
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 describe('dvs group ls', { timeout: 120_000 }, () => {
-  let dir: string;
+  const c = new CliCluster('dvs-group-cli-');
+  const { dvs, ok } = c;
   const open: Dvk[] = [];
-  const dvs = (...args: string[]): Promise<Result> =>
-    new Promise((res) => {
-      execFile(
-        process.execPath,
-        [BIN, '--dir', dir, ...args],
-        { cwd: dir, timeout: 60_000, env: { ...process.env, NO_COLOR: '1' } },
-        (err, stdout, stderr) =>
-          res({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
-      );
-    });
-  const ok = async (...args: string[]): Promise<string> => {
-    const r = await dvs(...args);
-    assert.equal(r.code, 0, `dvs ${args.join(' ')} failed: ${r.stderr}`);
-    return r.stdout;
-  };
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'dvs-group-cli-'));
+    await c.start();
     await ok('up', '--nodes', '2', '--no-store', '--detach');
     await ok('dc', 'create', 'demo');
   });
   after(async () => {
     await Promise.allSettled(open.map((d) => d.close()));
-    await dvs('down', '--timeout', '3000').catch(() => {});
-    try {
-      const f = JSON.parse(await readFile(join(dir, 'cluster.json'), 'utf8')) as { nodes: { pid: number }[] };
-      for (const n of f.nodes) {
-        try {
-          process.kill(n.pid, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
-    } catch {
-      // nothing started
-    }
-    await rm(dir, { recursive: true, force: true });
+    await c.stop();
   });
 
   it('lists the group with the merged view, members and counters', async () => {
-    const f = JSON.parse(await readFile(join(dir, 'cluster.json'), 'utf8')) as {
-      nodes: { id: number; socket: string }[];
-    };
     const rs: Reader[] = [];
-    for (const [i, n] of f.nodes.entries()) {
+    for (const [i, n] of (await c.nodes()).entries()) {
       const d = await connect({ socket: n.socket, dc: 'demo', endpoint: 100 + i, timeout: 5000 });
       open.push(d);
       rs.push(new Reader(d, await d.join('board')));

@@ -7,17 +7,9 @@ import { pino } from 'pino';
 import { ProcessManager } from '../../../src/node/processes.js';
 import type { ProcessInfo } from '../../../src/protocol/admin.js';
 import { DvsError } from '../../../src/protocol/errors.js';
+import { alive } from '../cli.js';
 
 const node = process.execPath;
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function until(pred: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
   const end = Date.now() + ms;

@@ -18,48 +18,15 @@ import type { BalancePlan } from '../../../src/node/scheduler.js';
 import type { NodeStatus } from '../../../src/protocol/admin.js';
 import { AdminClient } from '../../../src/sdk/admin.js';
 import { connect, type Dvk } from '../../../src/sdk/client.js';
-import { check, REPO } from '../harness.js';
-
-const BIN = join(REPO, 'bin', 'dvs.js');
-const SDK = join(REPO, 'dist', 'src', 'sdk', 'index.js');
-
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { built, CliCluster, SDK } from '../cli.js';
+import { check } from '../harness.js';
 
 describe('dvs run placement, dvs balance, dvs top', { timeout: 180_000 }, () => {
-  let dir: string;
   const open: Dvk[] = [];
   let sockets: Record<number, string> = {};
 
-  const dvs = (...args: string[]): Promise<Result> =>
-    new Promise((res) => {
-      execFile(
-        process.execPath,
-        [BIN, '--dir', dir, ...args],
-        { cwd: dir, timeout: 60_000, env: { ...process.env, NO_COLOR: '1', DVS_ISOLATION: 'off' } },
-        (err, stdout, stderr) => {
-          res({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
-        },
-      );
-    });
-  const ok = async (...args: string[]): Promise<string> => {
-    const r = await dvs(...args);
-    assert.equal(r.code, 0, `dvs ${args.join(' ')} failed: ${r.stderr}`);
-    return r.stdout;
-  };
-  const json = async <T>(...args: string[]): Promise<T> => JSON.parse(await ok(...args)) as T;
+  const c = new CliCluster('dvs-sched-', { DVS_ISOLATION: 'off' });
+  const { ok, json } = c;
 
   async function status(node: number): Promise<NodeStatus> {
     const c = await AdminClient.connect(sockets[node]!, { timeout: 2000 });
@@ -96,12 +63,12 @@ describe('dvs run placement, dvs balance, dvs top', { timeout: 180_000 }, () => 
       '--json',
       '--',
       process.execPath,
-      join(dir, 'idle.mjs'),
+      join(c.dir, 'idle.mjs'),
     );
 
   before(async () => {
-    assert.ok(existsSync(join(REPO, 'dist', 'src', 'cli', 'main.js')) && existsSync(SDK), 'build first');
-    dir = await mkdtemp(join(tmpdir(), 'dvs-sched-'));
+    assert.ok(built(), 'build first');
+    const dir = await c.start();
     // Attached through the SDK (a migration waits for the new process to attach), then idle.
     await writeFile(
       join(dir, 'idle.mjs'),
@@ -113,23 +80,12 @@ describe('dvs run placement, dvs balance, dvs top', { timeout: 180_000 }, () => 
     );
     await ok('up', '--nodes', '3', '--detach', '--no-store');
     await ok('dc', 'create', 'demo');
-    const f = JSON.parse(await readFile(join(dir, 'cluster.json'), 'utf8')) as {
-      nodes: { id: number; socket: string }[];
-    };
-    sockets = Object.fromEntries(f.nodes.map((n) => [n.id, n.socket]));
+    sockets = Object.fromEntries((await c.nodes()).map((n) => [n.id, n.socket]));
   });
 
   after(async () => {
     await Promise.all(open.map((d) => d.close().catch(() => {})));
-    if (dir === undefined) return;
-    await dvs('down', '--timeout', '3000').catch(() => {});
-    try {
-      const f = JSON.parse(await readFile(join(dir, 'cluster.json'), 'utf8')) as { nodes: { pid: number }[] };
-      for (const n of f.nodes) if (n.pid > 0 && alive(n.pid)) process.kill(n.pid, 'SIGKILL');
-    } catch {
-      // nothing was started
-    }
-    await rm(dir, { recursive: true, force: true });
+    await c.stop();
   });
 
   it('every node reports its live load in status', async () => {

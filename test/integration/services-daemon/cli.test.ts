@@ -11,72 +11,16 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { check, REPO } from '../harness.js';
-
-const BIN = join(REPO, 'bin', 'dvs.js');
-const SDK = join(REPO, 'dist', 'src', 'sdk', 'index.js');
-
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function cli(dir: string) {
-  const dvs = (...args: string[]): Promise<Result> =>
-    new Promise((res) => {
-      execFile(
-        process.execPath,
-        [BIN, '--dir', dir, ...args],
-        { cwd: dir, timeout: 60_000, env: { ...process.env, NO_COLOR: '1' } },
-        (err, stdout, stderr) => {
-          res({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
-        },
-      );
-    });
-  const ok = async (...args: string[]): Promise<string> => {
-    const r = await dvs(...args);
-    assert.equal(r.code, 0, `dvs ${args.join(' ')} failed: ${r.stderr}`);
-    return r.stdout;
-  };
-  const json = async <T>(...args: string[]): Promise<T> => JSON.parse(await ok(...args)) as T;
-  /** `dvs down`, then SIGKILL whatever the cluster file still names, and remove the dir. */
-  const cleanup = async (extraPids: number[]) => {
-    await dvs('down', '--timeout', '3000').catch(() => {});
-    const pids = [...extraPids];
-    try {
-      const f = JSON.parse(await readFile(join(dir, 'cluster.json'), 'utf8')) as { nodes: { pid: number }[] };
-      pids.push(...f.nodes.map((n) => n.pid));
-    } catch {
-      // nothing was started
-    }
-    for (const pid of pids) if (pid > 0 && alive(pid)) process.kill(pid, 'SIGKILL');
-    await rm(dir, { recursive: true, force: true });
-  };
-  return { dvs, ok, json, cleanup };
-}
+import { built, CliCluster, SDK } from '../cli.js';
+import { check } from '../harness.js';
 
 describe('dvs kv / dvs lock ls', { timeout: 120_000 }, () => {
-  let dir: string;
-  let c: ReturnType<typeof cli>;
+  const c = new CliCluster('dvs-svc-cli-');
   const childPids: number[] = [];
 
   before(async () => {
-    assert.ok(
-      existsSync(join(REPO, 'dist', 'src', 'cli', 'main.js')) && existsSync(SDK),
-      'run npm run build first',
-    );
-    dir = await mkdtemp(join(tmpdir(), 'dvs-svc-cli-'));
-    c = cli(dir);
+    assert.ok(built(), 'run npm run build first');
+    const dir = await c.start();
     await writeFile(
       join(dir, 'holder.mjs'),
       [
@@ -91,9 +35,7 @@ describe('dvs kv / dvs lock ls', { timeout: 120_000 }, () => {
     await c.ok('dc', 'create', 'demo');
   });
 
-  after(async () => {
-    if (dir !== undefined) await c.cleanup(childPids);
-  });
+  after(() => c.stop(childPids));
 
   it('kv put / get / ls / rm', async () => {
     const put = await c.json<{ key: string; revision: number }>(
@@ -187,19 +129,15 @@ describe('dvs kv / dvs lock ls', { timeout: 120_000 }, () => {
 });
 
 describe('dvs up --no-store', { timeout: 60_000 }, () => {
-  let dir: string;
-  let c: ReturnType<typeof cli>;
+  const c = new CliCluster('dvs-svc-nostore-');
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'dvs-svc-nostore-'));
-    c = cli(dir);
+    await c.start();
     await c.ok('up', '--nodes', '1', '--detach', '--no-store');
     await c.ok('dc', 'create', 'demo');
   });
 
-  after(async () => {
-    if (dir !== undefined) await c.cleanup([]);
-  });
+  after(() => c.stop());
 
   it('runs without a store: the service commands say --store is needed', async () => {
     const st = await c.json<{ nodes: { cluster?: unknown }[] }>('status', '--json');

@@ -43,19 +43,6 @@ import type {
 import { DvsError, dvsError, type ErrorCode } from '../protocol/errors.js';
 import type { AdminCaller, ApiNodes } from './caller.js';
 
-// The views are shared with the CLI and the dashboard (src/node/views.ts); re-exported as the API's answers.
-export { jsonSafe, kvRow } from '../node/json.js';
-export {
-  type ClusterView,
-  type DcRow,
-  type GroupListAnswer,
-  type GroupRowView,
-  type KvRow,
-  mergeGroups,
-  type NodeRow,
-  type PerNodeView,
-} from '../node/views.js';
-
 /** How long a snapshot create / restore / fork may take as seen from the API (the daemon has its own). */
 const SNAPSHOT_TIMEOUT_MS = 120_000;
 

@@ -102,17 +102,7 @@ export async function callNode<M extends AdminMethod>(
   params: AdminMethods[M]['params'],
   timeoutMs = CALL_TIMEOUT_MS,
 ): Promise<AdminMethods[M]['result']> {
-  let client: AdminClient;
-  try {
-    client = await AdminClient.connect(node.socket, { timeout: Math.min(timeoutMs, CALL_TIMEOUT_MS) });
-  } catch (e) {
-    throw new DvsError(
-      'ENOTCONN',
-      `node ${node.id} is not answering on ${node.socket}`,
-      { node: node.id },
-      { cause: e },
-    );
-  }
+  const client = await connectNode(node, Math.min(timeoutMs, CALL_TIMEOUT_MS));
   try {
     return await client.call(method, params, { timeout: timeoutMs });
   } catch (e) {
@@ -159,14 +149,50 @@ export async function callAny<M extends AdminMethod>(
   params: AdminMethods[M]['params'],
   timeoutMs = CALL_TIMEOUT_MS,
 ): Promise<{ node: ClusterNode; value: AdminMethods[M]['result'] }> {
+  return firstAnswering(cluster, async (node) => ({
+    node,
+    value: await callNode(node, method, params, timeoutMs),
+  }));
+}
+
+/**
+ * Connect to `node`'s admin socket. A socket that does not answer is ENOTCONN naming the node, with
+ * `details.unreachable` so callers can tell it from an error of a daemon that answered.
+ */
+export async function connectNode(node: ClusterNode, timeoutMs = CALL_TIMEOUT_MS): Promise<AdminClient> {
+  try {
+    return await AdminClient.connect(node.socket, { timeout: timeoutMs });
+  } catch (e) {
+    throw new DvsError(
+      'ENOTCONN',
+      `node ${node.id} is not answering on ${node.socket}`,
+      { node: node.id, unreachable: true },
+      { cause: e },
+    );
+  }
+}
+
+/** Whether `e` is {@link connectNode}'s "not answering" (as opposed to an answer from a daemon). */
+export function unreachable(e: unknown): boolean {
+  return e instanceof DvsError && e.code === 'ENOTCONN' && e.details?.unreachable === true;
+}
+
+/**
+ * Run `fn` on the nodes of the cluster in id order until one answers: a node whose socket does not answer
+ * ({@link unreachable}) moves on to the next; any other outcome, value or error, is final. ENOTCONN if no
+ * node answered.
+ */
+export async function firstAnswering<T>(
+  cluster: ClusterFile,
+  fn: (node: ClusterNode) => Promise<T>,
+): Promise<T> {
   let last: DvsError | undefined;
   for (const node of cluster.nodes) {
     try {
-      return { node, value: await callNode(node, method, params, timeoutMs) };
+      return await fn(node);
     } catch (e) {
-      const err = DvsError.from(e);
-      if (err.code !== 'ENOTCONN' || !err.message.includes('is not answering')) throw err;
-      last = err;
+      if (!unreachable(e)) throw e;
+      last = e as DvsError;
     }
   }
   throw last ?? dvsError('ENOTCONN', 'no node of the cluster is answering');

@@ -32,9 +32,10 @@ import type { AdminContext } from './local-server.js';
 import type { NodeRpc, NodeRpcHandler } from './node-rpc.js';
 import type { ProcessManager } from './processes.js';
 import type { ServiceRegistry } from './services.js';
+import { Smr } from './smr.js';
 
-/** Replication modes `dvs run --mode` accepts (state-machine: see docs/replication.md, not yet wired). */
-export const REPLICATION_MODES = ['primary-backup'] as const;
+/** Replication modes `dvs run --mode` accepts (state-machine: src/node/smr.ts). */
+export const REPLICATION_MODES = ['primary-backup', 'state-machine'] as const;
 export type ReplicationMode = (typeof REPLICATION_MODES)[number];
 
 /** A replicated endpoint as every node of its DC records it. */
@@ -95,9 +96,12 @@ export class Replication {
   private readonly log: Logger;
   private readonly failovers: Counter | undefined;
   private readonly applyTimeoutMs: number;
+  /** `--mode state-machine` groups (src/node/smr.ts). */
+  private readonly smr: Smr;
 
   constructor(private readonly o: ReplicationOptions) {
     this.log = o.logger.child({ component: 'replication' });
+    this.smr = new Smr(o);
     this.applyTimeoutMs = o.applyTimeoutMs ?? 5000;
     this.failovers = o.registry
       ? new Counter({
@@ -116,11 +120,13 @@ export class Replication {
       applied: (p, ctx) => this.applied(p, ctx),
       info: (_p, ctx) => this.info(ctx),
     });
+    this.smr.registerServices(services);
   }
 
   /** Methods other daemons call on this one. */
   nodeMethods(): Record<string, NodeRpcHandler> {
     return {
+      ...this.smr.nodeMethods(),
       'repl.setup': async (_m, p) => this.setup(p),
       'repl.spawn': (_m, p, _from, signal) => this.spawnBackup(p, signal),
       'repl.apply': (_m, p, from, signal) => this.apply(p, from, signal),
@@ -134,6 +140,7 @@ export class Replication {
   /** Fail what waits here (daemon stopping). */
   stop(): void {
     for (const l of this.groups.values()) for (const done of l.acks.values()) done();
+    this.smr.stop();
   }
 
   // ─────────────────────────── dvs run --replicas ───────────────────────────
@@ -146,7 +153,7 @@ export class Replication {
     const k = this.o.kernel;
     const mode = p.mode ?? 'primary-backup';
     if (mode === 'state-machine') {
-      throw dvsError('EINVAL', '--mode state-machine is not available yet (see docs/replication.md)');
+      return this.smr.run(p, signal, (dc, ep) => this.groups.has(key(dc, ep)));
     }
     if (mode !== 'primary-backup') throw dvsError('EINVAL', `unknown replication mode '${String(mode)}'`);
     const n = p.replicas;
@@ -171,7 +178,11 @@ export class Replication {
         `--replicas ${n} needs ${n - 1} other live node(s) of DC '${cfg.name}'; reachable now: ${others.join(',') || 'none'}`,
       );
     }
-    if (k.endpoints(cfg.id).some((e) => e.ep === ep) || this.groups.has(key(cfg.id, ep))) {
+    if (
+      k.endpoints(cfg.id).some((e) => e.ep === ep) ||
+      this.groups.has(key(cfg.id, ep)) ||
+      this.smr.has(cfg.id, ep)
+    ) {
       throw dvsError('EBOUND', `endpoint ${ep} of DC '${cfg.name}' is already bound`, { dc: cfg.id, ep });
     }
     const userEnv: Record<string, string> = {};
@@ -410,6 +421,7 @@ export class Replication {
 
   /** The link to `node` is down: groups it was the primary of fail over, its backups leave. */
   nodeDown(node: NodeId): void {
+    this.smr.nodeDown(node);
     for (const l of [...this.groups.values()]) {
       if (l.g.primary === node) this.primaryLost(l, node);
       else if (l.g.backups.includes(node)) this.removeBackup(l, node, false);
@@ -418,6 +430,7 @@ export class Replication {
 
   /** A process started here exited: a primary fails over, a backup leaves its group. */
   onProcessExit(info: ProcessInfo): void {
+    this.smr.onProcessExit(info);
     const l = this.groups.get(key(info.dc, info.ep));
     if (l === undefined) return;
     const me = this.o.nodeId;
@@ -557,6 +570,13 @@ export class Replication {
    * backup gets a row of its own.
    */
   decorate(
+    dc: DcId,
+    rows: EndpointInfo[],
+  ): (EndpointInfo & { role?: 'primary' | 'backup' | 'replica'; replicas?: ReplicaGroupInfo })[] {
+    return this.smr.decorate(dc, this.decoratePb(dc, rows));
+  }
+
+  private decoratePb(
     dc: DcId,
     rows: EndpointInfo[],
   ): (EndpointInfo & { role?: 'primary' | 'backup'; replicas?: ReplicaGroupInfo })[] {

@@ -345,7 +345,8 @@ export interface AdminMethods {
   /** Endpoint table of a DC on this node (local and remote rows). */
   'ep.list': {
     params: { dc: DcId | string };
-    /** Replicated endpoints: `role` on the primary's row and on one row per backup (its node), with the group. */
+    /** Replicated endpoints: `role` on the primary's row and on one row per backup (its node), with the group;
+     *  state-machine groups: role `replica` on one row per replica node. */
     result: (EndpointInfo & { role?: 'primary' | 'backup' | 'replica'; replicas?: ReplicaGroupInfo })[];
   };
   /** This node's event log after `since` (a seq; default 0), oldest first, at most `limit` (default 1000).

@@ -49,6 +49,7 @@ import {
   watchEndpoint,
   watchNodes,
 } from './services.js';
+import { onStateMachine, type StateMachine, type StateMachineHooks } from './smr.js';
 import {
   isMarker,
   type RestoredState,
@@ -78,6 +79,11 @@ export interface ConnectOptions extends ConnectTimeoutOptions {
    * and it binds the endpoint it was started for.
    */
   backupOf?: NodeId;
+  /**
+   * Bind as a `replica` (state-machine replication, docs/replication.md: the same endpoint on several nodes).
+   * Default: DVS_REPLICA_ROLE=replica (set by `dvs run --mode state-machine`) for the endpoint it was started for.
+   */
+  replica?: boolean;
 }
 
 /** A message to send: `payload` defaults to empty. */
@@ -259,6 +265,11 @@ function hello(
     if (backupOf !== undefined) {
       f.kind = 'backup';
       f.primaryNode = backupOf;
+    } else if (
+      opts.replica ??
+      (process.env.DVS_REPLICA_ROLE === 'replica' && process.env.DVS_ENDPOINT === String(target.endpoint))
+    ) {
+      f.kind = 'replica';
     }
     conn.out.frame(f);
     conn.flushNow();
@@ -812,6 +823,15 @@ export class Dvk {
     const r = replicaOf(this);
     if (r === undefined) return Promise.reject(new DvsError('EINVAL', 'call onReplica() before replicate()'));
     return r.replicate(state, opts);
+  }
+
+  /**
+   * Take part in the state-machine replication of this endpoint (`dvs run --replicas N --mode state-machine`;
+   * src/sdk/smr.ts): every replica applies every request in the same total order. Then
+   * `(await dvk.onStateMachine({apply, snapshot, restore})).serve()`.
+   */
+  onStateMachine(hooks: StateMachineHooks, opts?: CallOptions): Promise<StateMachine> {
+    return onStateMachine(this, hooks, opts);
   }
 
   /** sendrec with a request id: served exactly once by a replicated server even across its failover. */

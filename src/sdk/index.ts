@@ -48,5 +48,7 @@ export type {
   WaitOptions,
 } from './services.js';
 export { KvClient } from './services.js';
+export type { SmrRequest, SmrStatus, StateMachineHooks } from './smr.js';
+export { onStateMachine, SMR_APPLY_ERROR_TYPE, StateMachine, smrGroupName } from './smr.js';
 export type { RestoredState, SnapshotHooks } from './snapshot.js';
 export { SNAPSHOT_MARKER_TYPE } from './snapshot.js';

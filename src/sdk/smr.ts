@@ -274,7 +274,8 @@ export class StateMachine {
       if (m.i === m.n - 1) for (const n of m.to) this.syncedSet.add(n);
       return;
     }
-    if (!m.to.includes(this.node) || this.view === undefined || viewKey(this.view.id) !== viewKey(m.v)) return;
+    if (!m.to.includes(this.node) || this.view === undefined || viewKey(this.view.id) !== viewKey(m.v))
+      return;
     if (m.i !== this.chunks.length) return;
     this.chunks.push(m.d);
     if (this.chunks.length < m.n) return;
@@ -388,7 +389,8 @@ export class StateMachine {
     const payload = out.payload ?? EMPTY;
     this.applied++;
     this.hash = createHash('sha256').update(this.hash).update(raw).digest();
-    if (r.session !== 0) this.cache.set(r.client, { session: r.session, seq: r.seq, type: out.type, payload });
+    if (r.session !== 0)
+      this.cache.set(r.client, { session: r.session, seq: r.seq, type: out.type, payload });
     if (contact) this.answer(r.client, { type: out.type, payload });
   }
 

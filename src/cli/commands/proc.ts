@@ -2,9 +2,9 @@
  * `dvs run`, `dvs logs`, `dvs kill`, `dvs ps`, `dvs exec`, `dvs ep ls` and `dvs node status`: processes and
  * endpoints of a DC, and the containers they run in.
  */
-import { ANY, type DcConfig, type EndpointInfo } from '../../kernel/types.js';
+import { ANY, type DcConfig } from '../../kernel/types.js';
 import type { ClusterNode } from '../../node/options.js';
-import type { NodeStatus, ProcessInfo } from '../../protocol/admin.js';
+import type { AdminMethods, NodeStatus, ProcessInfo } from '../../protocol/admin.js';
 import { dvsError } from '../../protocol/errors.js';
 import { type ClusterFileOnDisk, callEach, callNode, nodeById, requireCluster, sleep } from '../cluster.js';
 import { type Ctx, interruptSignal } from '../context.js';
@@ -59,13 +59,9 @@ export async function run(ctx: Ctx, cmd: string[], opts: RunOptions): Promise<nu
   if (opts.mode !== undefined && opts.replicas === undefined) {
     throw dvsError('EINVAL', '--mode needs --replicas N');
   }
-  if (opts.mode !== undefined && opts.mode !== 'primary-backup') {
-    throw dvsError(
-      'EINVAL',
-      opts.mode === 'state-machine'
-        ? '--mode state-machine is not available yet (see docs/replication.md)'
-        : `unknown --mode '${opts.mode}' (primary-backup)`,
-    );
+  const mode = opts.mode ?? 'primary-backup';
+  if (mode !== 'primary-backup' && mode !== 'state-machine') {
+    throw dvsError('EINVAL', `unknown --mode '${mode}' (primary-backup, state-machine)`);
   }
   if (opts.replicas !== undefined && opts.replicas > dc.nodes.length) {
     throw dvsError(
@@ -82,7 +78,7 @@ export async function run(ctx: Ctx, cmd: string[], opts: RunOptions): Promise<nu
       cmd,
       cwd: ctx.out.io.cwd,
       ...(opts.name ? { name: opts.name } : {}),
-      ...(opts.replicas !== undefined ? { replicas: opts.replicas, mode: 'primary-backup' as const } : {}),
+      ...(opts.replicas !== undefined ? { replicas: opts.replicas, mode } : {}),
     },
     opts.replicas !== undefined ? 30_000 : 15_000,
   );
@@ -100,7 +96,10 @@ export async function run(ctx: Ctx, cmd: string[], opts: RunOptions): Promise<nu
     ctx.out.line(
       `started '${info.name}' at endpoint ${info.ep} of DC '${dc.name}' on node ${info.node} (pid ${info.pid})`,
     );
-    if (group) ctx.out.line(`primary on node ${group.primary}, backups on nodes ${group.backups.join(',')}`);
+    if (group?.mode === 'state-machine')
+      ctx.out.line(`state-machine replicas on nodes ${[group.primary, ...group.backups].join(',')}`);
+    else if (group)
+      ctx.out.line(`primary on node ${group.primary}, backups on nodes ${group.backups.join(',')}`);
   }
   if (!opts.wait) return 0;
   const exit = await streamLog(ctx, node, dc, info.ep, true);
@@ -210,7 +209,7 @@ export async function epList(ctx: Ctx, opts: { dc: string | number; json: boolea
   const dc = await findDc(cluster, opts.dc);
   const holders = cluster.nodes.filter((n) => dc.nodes.includes(n.id));
   const answers = await callEach(holders, 'ep.list', { dc: dc.id });
-  const rows: (EndpointInfo & { role?: 'primary' | 'backup' })[] = [];
+  const rows: AdminMethods['ep.list']['result'] = [];
   for (const a of answers) {
     if (!a.ok) {
       ctx.out.note(

@@ -5,9 +5,8 @@
  */
 import type { ClusterNode } from '../../node/options.js';
 import type { RestoreResult, SnapshotInfo, SnapshotRecord } from '../../node/snapshots.js';
-import { DvsError, dvsError } from '../../protocol/errors.js';
-import { AdminClient } from '../../sdk/admin.js';
-import { CALL_TIMEOUT_MS, type ClusterFileOnDisk, requireCluster } from '../cluster.js';
+import { dvsError } from '../../protocol/errors.js';
+import { type ClusterFileOnDisk, connectNode, firstAnswering, requireCluster } from '../cluster.js';
 import type { Ctx } from '../context.js';
 import { findDc } from './dc.js';
 
@@ -20,17 +19,7 @@ async function callOn(
   params: Record<string, unknown>,
   timeoutMs = OP_TIMEOUT_MS,
 ): Promise<unknown> {
-  let c: AdminClient;
-  try {
-    c = await AdminClient.connect(node.socket, { timeout: CALL_TIMEOUT_MS });
-  } catch (e) {
-    throw new DvsError(
-      'ENOTCONN',
-      `node ${node.id} is not answering on ${node.socket}`,
-      { node: node.id },
-      { cause: e },
-    );
-  }
+  const c = await connectNode(node);
   try {
     return await c.service(method, params, { timeout: timeoutMs });
   } finally {
@@ -38,19 +27,9 @@ async function callOn(
   }
 }
 
-/** Call on the first node that answers (ENOTCONN moves on to the next; any other error is the answer). */
-async function callAny(cluster: ClusterFileOnDisk, method: string, params: Record<string, unknown>) {
-  let last: DvsError | undefined;
-  for (const node of cluster.nodes) {
-    try {
-      return await callOn(node, method, params);
-    } catch (e) {
-      const err = DvsError.from(e);
-      if (err.code !== 'ENOTCONN') throw err;
-      last = err;
-    }
-  }
-  throw last ?? dvsError('ENOTCONN', 'no node of the cluster is answering');
+/** Call on the first node that answers (a node that does not moves on to the next; any error is the answer). */
+function callAny(cluster: ClusterFileOnDisk, method: string, params: Record<string, unknown>) {
+  return firstAnswering(cluster, (node) => callOn(node, method, params));
 }
 
 /** A node of DC `ref` that this host runs (it drives create and restore). */

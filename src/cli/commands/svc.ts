@@ -8,11 +8,16 @@
  */
 
 import { kvRow, utf8Text } from '../../node/json.js';
-import { DvsError, dvsError } from '../../protocol/errors.js';
-import { AdminClient } from '../../sdk/admin.js';
+import type { AdminClient } from '../../sdk/admin.js';
 import { KvClient, type ServiceCaller } from '../../sdk/services.js';
 import type { LockInfo } from '../../services/lock.js';
-import { CALL_TIMEOUT_MS, type ClusterFileOnDisk, requireCluster } from '../cluster.js';
+import {
+  CALL_TIMEOUT_MS,
+  type ClusterFileOnDisk,
+  connectNode,
+  firstAnswering,
+  requireCluster,
+} from '../cluster.js';
 import type { Ctx } from '../context.js';
 
 /** Options every service command takes. */
@@ -119,29 +124,14 @@ function clip(s: string): string {
  */
 async function withAnyNode<T>(ctx: Ctx, fn: (c: ServiceCaller) => Promise<T>): Promise<T> {
   const cluster: ClusterFileOnDisk = await requireCluster(ctx.dir());
-  let last: DvsError | undefined;
-  for (const node of cluster.nodes) {
-    let c: AdminClient;
-    try {
-      c = await AdminClient.connect(node.socket, { timeout: CALL_TIMEOUT_MS });
-    } catch (e) {
-      last = new DvsError(
-        'ENOTCONN',
-        `node ${node.id} is not answering on ${node.socket}`,
-        { node: node.id },
-        {
-          cause: e,
-        },
-      );
-      continue;
-    }
+  return firstAnswering(cluster, async (node) => {
+    const c = await connectNode(node);
     try {
       return await fn(withTimeout(c));
     } finally {
       await c.close().catch(() => {});
     }
-  }
-  throw last ?? dvsError('ENOTCONN', 'no node of the cluster is answering');
+  });
 }
 
 /** The connection as the SDK wrappers use it, every call with the CLI's default timeout. */

@@ -3,13 +3,10 @@
  * daemon processes in a temp --dir. Requires `npm run build` (run in `before` if dist is missing).
  */
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { alive, built, CliCluster, SDK } from '../../integration/cli.js';
 import { REPO } from '../../integration/harness.js';
 

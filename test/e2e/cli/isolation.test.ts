@@ -6,13 +6,9 @@
  * refuse limits.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { alive, built, CliCluster } from '../../integration/cli.js';
 
 /** Containers: root, unless turned off (DVS_ISOLATION=off reaches the daemons `dvs up` starts). */

@@ -3,10 +3,6 @@
  * of a group on both nodes. The answer merges every node's view (node.call → group.ls). Requires the build.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { connect, type Dvk } from '../../../src/sdk/index.js';
 import { CliCluster } from '../cli.js';

@@ -8,9 +8,10 @@ import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { pino } from 'pino';
 import { apiNodes } from '../../../src/api/caller.js';
-import { jsonSafe, kvRow, mergeGroups } from '../../../src/api/ops.js';
 import { buildApi } from '../../../src/api/server.js';
 import { EventLog } from '../../../src/node/events.js';
+import { jsonSafe, kvRow } from '../../../src/node/json.js';
+import { mergeGroups } from '../../../src/node/views.js';
 import { FakeNode } from './fake.js';
 
 const TOKEN = 'b'.repeat(64);

@@ -1,0 +1,526 @@
+/**
+ * State-machine replication of an endpoint, the daemon side (DESIGN.md §7, docs/replication.md "State-machine
+ * replication"). The replicas themselves order and apply the requests (src/sdk/smr.ts, over a process group
+ * of the GCS); the daemons start them, keep every node's kernel routing to a live replica, and replace a
+ * replica that died. Driven by {@link Replication} (src/node/replication.ts) for `--mode state-machine`.
+ *
+ * ```
+ *   X (dvs run --replicas N --mode state-machine)     every DC node               each replica node R
+ *   smr.setup {group} ──────────────────────────────▶ record, kernel.setReplicated
+ *   smr.spawn {dc, ep, boot} ───────────────────────────────────────────────────▶ spawn CMD (DVS_REPLICA_ROLE=
+ *                                                                                 replica), wait for its
+ *                                                                                 `replica` bind
+ *   replica process on R exits:  R ── smr.lost {node: R} ──▶ every DC node re-points its kernel (learnRemote
+ *                                                            of the lowest live replica) if it routed to R;
+ *                                R respawns CMD (boot false: it gets a state transfer from the group)
+ *   node R down (links):         every node drops R, re-points; the lowest live replica's node picks a
+ *                                spare DC node S (up, no replica): smr.update {group + S} ▶ all, smr.spawn ▶ S
+ * ```
+ * The kernels hold callers whose replica is lost (KernelReplicationApi) until they learn another one, then
+ * replay their calls there; request ids (sendrecOnce) make the replay harmless (src/sdk/smr.ts).
+ *
+ * Process services: `smr.hooks {sub}` (a replica attaches: is it a group's first replica?), `smr.answer`
+ * (its answer to a status query); `smr.status {dc?, ep}` (the CLI, a test or a process: the local replica's
+ * {@link SmrStatus}, asked through the hooks subscription).
+ */
+import type { Logger } from 'pino';
+import type { DcId, Endpoint, EndpointInfo, NodeId } from '../kernel/types.js';
+import type { ProcessInfo, ReplicaGroupInfo } from '../protocol/admin.js';
+import { dvsError } from '../protocol/errors.js';
+import type { SmrStatus } from '../sdk/smr.js';
+import type { AdminContext } from './local-server.js';
+import type { NodeRpcHandler } from './node-rpc.js';
+import type { ReplicationOptions } from './replication.js';
+import { callerDc, type ServiceRegistry } from './services.js';
+
+/** A state-machine replicated endpoint as every node of its DC records it. */
+export interface SmrGroup {
+  dc: DcId;
+  ep: Endpoint;
+  dcName: string;
+  name: string;
+  cmd: string[];
+  env: Record<string, string>;
+  cwd?: string;
+  /** Nodes with a replica, ascending. */
+  replicas: NodeId[];
+  /** Bumped at every membership change (the highest wins). */
+  epoch: number;
+}
+
+interface Local {
+  g: SmrGroup;
+  /** The next replica started here is the group's first (starts empty) rather than a replacement. */
+  boot: boolean;
+  hooked: { ctx: AdminContext; sub: number } | undefined;
+  /** Restarts of the local replica (ms timestamps), for the crash-loop limit. */
+  restarts: number[];
+  replacing: boolean;
+}
+
+const key = (dc: DcId, ep: Endpoint) => `${dc}/${ep}`;
+/** At most this many restarts of one replica within {@link RESTART_WINDOW_MS}: then it is given up. */
+const MAX_RESTARTS = 5;
+const RESTART_WINDOW_MS = 60_000;
+const RESTART_DELAY_MS = 100;
+
+/** The daemon's state-machine replication (one per daemon, inside {@link Replication}). */
+export class Smr {
+  private readonly groups = new Map<string, Local>();
+  private readonly log: Logger;
+  private readonly queries = new Map<number, (s: SmrStatus) => void>();
+  private nextQuery = 1;
+  private stopped = false;
+  private readonly timers = new Set<NodeJS.Timeout>();
+
+  constructor(private readonly o: ReplicationOptions) {
+    this.log = o.logger.child({ component: 'smr' });
+  }
+
+  /** Is `ep` of `dc` a state-machine group here? */
+  has(dc: DcId, ep: Endpoint): boolean {
+    return this.groups.has(key(dc, ep));
+  }
+
+  registerServices(services: ServiceRegistry): void {
+    services.registerAll('smr', {
+      hooks: (p, ctx) => this.hooks(p, ctx),
+      answer: (p, ctx) => this.answer(p, ctx),
+      status: (p, ctx) => this.status(p, ctx),
+    });
+  }
+
+  nodeMethods(): Record<string, NodeRpcHandler> {
+    return {
+      'smr.setup': async (_m, p) => this.setup(p),
+      'smr.spawn': (_m, p, _from, signal) => this.spawnHere(p, signal),
+      'smr.update': async (_m, p) => this.setup(p),
+      'smr.lost': async (_m, p) => this.lost(p),
+      'smr.drop': async (_m, p) => this.drop(p),
+    };
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+  }
+
+  // ─────────────────────────── dvs run --mode state-machine ───────────────────────────
+
+  /** `proc.run` with `replicas` and mode state-machine: a replica here and on the next live DC nodes. */
+  async run(
+    p: Record<string, unknown>,
+    signal: AbortSignal,
+    taken: (dc: DcId, ep: Endpoint) => boolean,
+  ): Promise<ProcessInfo & { replicas: ReplicaGroupInfo }> {
+    const k = this.o.kernel;
+    const me = this.o.nodeId;
+    const n = p.replicas;
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 65536) {
+      throw dvsError('EINVAL', `replicas must be a positive integer (got ${JSON.stringify(n)})`);
+    }
+    const ref = p.dc;
+    const cfg = typeof ref === 'number' || typeof ref === 'string' ? k.findDc(ref) : undefined;
+    if (cfg === undefined) throw dvsError('ENOENT', `no DC '${String(ref)}' on node ${me}`);
+    const ep = p.ep as number;
+    if (n > cfg.nodes.length) {
+      throw dvsError(
+        'EINVAL',
+        `--replicas ${n} is more than the ${cfg.nodes.length} node(s) of DC '${cfg.name}' (nodes ${cfg.nodes.join(',')}): one replica per node`,
+        { dc: cfg.id, nodes: cfg.nodes },
+      );
+    }
+    const others = cfg.nodes.filter((x) => x !== me && this.o.linkUp(x)).sort((a, b) => a - b);
+    if (others.length < n - 1) {
+      throw dvsError(
+        'EUNAVAIL',
+        `--replicas ${n} needs ${n - 1} other live node(s) of DC '${cfg.name}'; reachable now: ${others.join(',') || 'none'}`,
+      );
+    }
+    if (k.endpoints(cfg.id).some((e) => e.ep === ep) || taken(cfg.id, ep)) {
+      throw dvsError('EBOUND', `endpoint ${ep} of DC '${cfg.name}' is already bound`, { dc: cfg.id, ep });
+    }
+    if (!Array.isArray(p.cmd) || !p.cmd.every((a) => typeof a === 'string') || p.cmd.length === 0) {
+      throw dvsError('EINVAL', 'cmd must be a non-empty list of strings');
+    }
+    const env: Record<string, string> = {};
+    if (typeof p.env === 'object' && p.env !== null) {
+      for (const [name, v] of Object.entries(p.env)) if (!name.startsWith('DVS_')) env[name] = String(v);
+    }
+    const g: SmrGroup = {
+      dc: cfg.id,
+      ep,
+      dcName: cfg.name,
+      name: typeof p.name === 'string' ? p.name : `ep${ep}`,
+      cmd: p.cmd as string[],
+      env,
+      ...(typeof p.cwd === 'string' ? { cwd: p.cwd } : {}),
+      replicas: [me, ...others.slice(0, n - 1)].sort((a, b) => a - b),
+      epoch: 1,
+    };
+    const peers = others;
+    const undo = async () => {
+      await Promise.allSettled(
+        peers.map((x) => this.o.nodeRpc.call(x, 'smr.drop', { dc: g.dc, ep }, { timeout: 5000 })),
+      );
+      this.drop({ dc: g.dc, ep });
+    };
+    try {
+      this.setup({ group: g });
+      await Promise.all(
+        peers.map((x) => this.o.nodeRpc.call(x, 'smr.setup', { group: g }, { signal, timeout: 5000 })),
+      );
+      const timeout = (this.o.startTimeoutMs ?? 10_000) + 2000;
+      const started = await Promise.all(
+        g.replicas.map((r) =>
+          r === me
+            ? this.spawnHere({ dc: g.dc, ep, boot: true }, signal)
+            : this.o.nodeRpc.call(r, 'smr.spawn', { dc: g.dc, ep, boot: true }, { signal, timeout }),
+        ),
+      );
+      const info = started[g.replicas.indexOf(me)] as { info: ProcessInfo };
+      this.o.events.emit('repl.started', `${g.dcName}/${ep}`, { ...groupInfo(g) });
+      this.log.info({ dc: g.dc, ep, replicas: g.replicas }, 'state-machine replicated endpoint started');
+      return { ...info.info, replicas: groupInfo(g) };
+    } catch (e) {
+      await undo();
+      throw e;
+    }
+  }
+
+  /** Record a group (or a newer version of it) and tell the kernel. */
+  private setup(p: unknown): { ok: true } {
+    const g = groupParam((p as { group?: unknown } | null)?.group);
+    const have = this.groups.get(key(g.dc, g.ep));
+    if (have !== undefined) {
+      if (g.epoch > have.g.epoch) have.g = g;
+      return { ok: true };
+    }
+    this.o.kernel.setReplicated(Date.now(), g.dc, g.ep, true);
+    this.groups.set(key(g.dc, g.ep), { g, boot: false, hooked: undefined, restarts: [], replacing: false });
+    return { ok: true };
+  }
+
+  /** Start a replica of a group here and wait until it is bound as a `replica`. */
+  private async spawnHere(p: unknown, signal: AbortSignal): Promise<{ info: ProcessInfo }> {
+    const l = this.need(p);
+    const g = l.g;
+    const me = this.o.nodeId;
+    if (!g.replicas.includes(me)) throw dvsError('EINVAL', `node ${me} holds no replica of ${g.ep}`);
+    l.boot = (p as { boot?: unknown }).boot === true;
+    const info = await this.o.processes.spawn({
+      dc: g.dc,
+      dcName: g.dcName,
+      ep: g.ep,
+      name: g.name,
+      cmd: g.cmd,
+      env: { ...g.env, ...this.o.processEnv(g.dc, g.dcName, g.ep), DVS_REPLICA_ROLE: 'replica' },
+      ...(g.cwd !== undefined ? { cwd: g.cwd } : {}),
+    });
+    const deadline = Date.now() + (this.o.startTimeoutMs ?? 10_000);
+    for (;;) {
+      const row = this.o.kernel
+        .endpoints(g.dc)
+        .find((e) => e.ep === g.ep && e.kind === 'replica' && e.node === me);
+      if (row !== undefined && (row.pid === info.pid || row.pid === info.containerPid)) break;
+      const now = this.o.processes.get(g.dc, g.ep);
+      if (now?.exit) {
+        throw dvsError('ESRCDIED', `the replica on node ${me} exited at start (${JSON.stringify(now.exit)})`);
+      }
+      if (Date.now() > deadline || signal.aborted) {
+        await this.o.processes.kill(g.dc, g.ep, 'SIGKILL', 0).catch(() => undefined);
+        throw dvsError('ETIMEDOUT', `the replica on node ${me} did not bind as a replica in time`);
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    return { info };
+  }
+
+  // ─────────────────────────── failures ───────────────────────────
+
+  /** A process started here exited: peers re-point, and the replica is replaced here. */
+  onProcessExit(info: ProcessInfo): void {
+    const l = this.groups.get(key(info.dc, info.ep));
+    const me = this.o.nodeId;
+    if (l === undefined || !l.g.replicas.includes(me)) return;
+    const g = l.g;
+    this.log.warn({ dc: g.dc, ep: g.ep, pid: info.pid, exit: info.exit }, 'replica exited: replacing it');
+    for (const x of this.dcPeers(g.dc)) {
+      this.o.nodeRpc
+        .call(x, 'smr.lost', { dc: g.dc, ep: g.ep, node: me }, { timeout: 5000 })
+        .catch((e: unknown) => this.log.debug({ peer: x, err: e }, 'smr.lost not delivered'));
+    }
+    this.repoint(l, me);
+    const now = Date.now();
+    l.restarts = l.restarts.filter((t) => now - t < RESTART_WINDOW_MS);
+    if (this.stopped) return;
+    if (l.restarts.length >= MAX_RESTARTS) {
+      this.log.error({ dc: g.dc, ep: g.ep }, 'replica keeps crashing: not replaced here any more');
+      this.o.events.emit('repl.ended', `${g.dcName}/${g.ep}`, { dc: g.dc, ep: g.ep, node: me });
+      this.changeMembers(
+        l,
+        g.replicas.filter((r) => r !== me),
+      );
+      return;
+    }
+    l.restarts.push(now);
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      if (this.stopped || this.groups.get(key(g.dc, g.ep)) !== l) return;
+      void this.spawnHere({ dc: g.dc, ep: g.ep, boot: false }, AbortSignal.timeout(30_000)).then(
+        ({ info: started }) => {
+          this.log.info({ dc: g.dc, ep: g.ep, pid: started.pid }, 'replica replaced');
+          this.o.events.emit('repl.replaced', `${g.dcName}/${g.ep}`, { dc: g.dc, ep: g.ep, node: me });
+        },
+        (e: unknown) => this.log.error({ dc: g.dc, ep: g.ep, err: e }, 'replica replacement failed'),
+      );
+    }, RESTART_DELAY_MS);
+    this.timers.add(t);
+  }
+
+  /** The link to `node` is down: its replicas are gone; the lowest live replica's node places new ones. */
+  nodeDown(node: NodeId): void {
+    for (const l of [...this.groups.values()]) {
+      if (!l.g.replicas.includes(node)) continue;
+      l.g = { ...l.g, replicas: l.g.replicas.filter((r) => r !== node), epoch: l.g.epoch + 1 };
+      this.repoint(l, node);
+      this.o.events.emit('repl.lost', `${l.g.dcName}/${l.g.ep}`, { dc: l.g.dc, ep: l.g.ep, node });
+      void this.replace(l);
+    }
+  }
+
+  /** `smr.lost` from the node whose replica process exited (it replaces it itself). */
+  private lost(p: unknown): { ok: true } {
+    const l = this.need(p);
+    const node = (p as { node?: unknown }).node;
+    if (typeof node !== 'number') throw dvsError('EINVAL', 'smr.lost: node');
+    this.repoint(l, node);
+    return { ok: true };
+  }
+
+  /**
+   * If this node's kernel routes `ep` to `lost` (or nowhere), point it at the lowest other live replica: the
+   * kernel then replays the calls it held (or had in flight there).
+   */
+  private repoint(l: Local, lost: NodeId): void {
+    const g = l.g;
+    const me = this.o.nodeId;
+    if (this.o.kernel.findDc(g.dc) === undefined) return;
+    const row = this.o.kernel.endpoints(g.dc).find((e) => e.ep === g.ep);
+    if (row !== undefined && row.node !== lost && (row.kind === 'replica' || this.o.linkUp(row.node))) return;
+    const to = g.replicas.filter((r) => r !== lost && r !== me && this.o.linkUp(r)).sort((a, b) => a - b)[0];
+    if (to === undefined) return; // our own replacement (or none) will bind here
+    this.log.info({ dc: g.dc, ep: g.ep, from: lost, to }, 're-pointing the endpoint to another replica');
+    this.o.kernel.learnRemote(Date.now(), g.dc, g.ep, to, { kind: 'replica', name: g.name, pid: -1 });
+  }
+
+  /** Lowest live replica's node: place a replica on a spare DC node (up, without one) for each one lost. */
+  private async replace(l: Local): Promise<void> {
+    const me = this.o.nodeId;
+    const live = l.g.replicas.filter((r) => r === me || this.o.linkUp(r));
+    if (live[0] !== me || l.replacing || this.stopped) return;
+    const cfg = this.o.kernel.findDc(l.g.dc);
+    const spare = (cfg?.nodes ?? [])
+      .filter((x) => x !== me && this.o.linkUp(x) && !l.g.replicas.includes(x))
+      .sort((a, b) => a - b)[0];
+    if (spare === undefined) {
+      this.log.warn({ dc: l.g.dc, ep: l.g.ep, replicas: l.g.replicas }, 'no spare node: running with fewer');
+      return;
+    }
+    l.replacing = true;
+    try {
+      this.changeMembers(l, [...l.g.replicas, spare]);
+      await this.o.nodeRpc.call(
+        spare,
+        'smr.spawn',
+        { dc: l.g.dc, ep: l.g.ep, boot: false },
+        { timeout: (this.o.startTimeoutMs ?? 10_000) + 2000 },
+      );
+      this.log.info({ dc: l.g.dc, ep: l.g.ep, node: spare }, 'replica placed on a spare node');
+      this.o.events.emit('repl.replaced', `${l.g.dcName}/${l.g.ep}`, { dc: l.g.dc, ep: l.g.ep, node: spare });
+    } catch (e) {
+      this.log.error({ dc: l.g.dc, ep: l.g.ep, node: spare, err: e }, 'placing a replica failed');
+      this.changeMembers(
+        l,
+        l.g.replicas.filter((r) => r !== spare),
+      );
+    } finally {
+      l.replacing = false;
+    }
+  }
+
+  /** A new replica set: recorded here and sent to every DC node (epoch + 1). */
+  private changeMembers(l: Local, replicas: NodeId[]): void {
+    l.g = { ...l.g, replicas: [...new Set(replicas)].sort((a, b) => a - b), epoch: l.g.epoch + 1 };
+    const msg = { group: l.g };
+    for (const x of this.dcPeers(l.g.dc)) {
+      this.o.nodeRpc
+        .call(x, 'smr.update', msg, { timeout: 5000 })
+        .catch((e: unknown) => this.log.debug({ peer: x, err: e }, 'smr.update not delivered'));
+    }
+  }
+
+  /** Forget a group here; callers still held for it fail (EDSTDIED); the local replica is killed. */
+  private drop(p: unknown): { ok: true } {
+    const o = (p ?? {}) as { dc?: unknown; ep?: unknown };
+    if (typeof o.dc !== 'number' || typeof o.ep !== 'number') throw dvsError('EINVAL', 'smr: dc, ep');
+    const l = this.groups.get(key(o.dc, o.ep));
+    if (l === undefined) return { ok: true };
+    this.groups.delete(key(o.dc, o.ep));
+    if (this.o.kernel.findDc(o.dc) !== undefined) this.o.kernel.setReplicated(Date.now(), o.dc, o.ep, false);
+    if (l.g.replicas.includes(this.o.nodeId)) {
+      void this.o.processes.kill(o.dc, o.ep, 'SIGKILL', 0).catch(() => undefined);
+    }
+    return { ok: true };
+  }
+
+  // ─────────────────────────── process services ───────────────────────────
+
+  private hooks(p: Record<string, unknown>, ctx: AdminContext): ReplicaGroupInfo & { boot: boolean } {
+    const c = ctx.caller;
+    if (c === undefined) throw dvsError('EINVAL', 'smr.hooks is for processes');
+    if (typeof p.sub !== 'number') throw dvsError('EINVAL', 'smr.hooks: sub');
+    const l = this.groups.get(key(c.dc, c.ep));
+    if (l === undefined) {
+      throw dvsError('ENOENT', `endpoint ${c.ep} of DC ${c.dc} is not replicated as a state machine`);
+    }
+    const h = { ctx, sub: p.sub };
+    l.hooked = h;
+    ctx.onClose(() => {
+      if (l.hooked === h) l.hooked = undefined;
+    });
+    const boot = l.boot;
+    l.boot = false;
+    return { ...groupInfo(l.g), boot };
+  }
+
+  private answer(p: Record<string, unknown>, ctx: AdminContext): null {
+    if (ctx.caller === undefined || typeof p.id !== 'number') throw dvsError('EINVAL', 'smr.answer: id');
+    const done = this.queries.get(p.id);
+    if (done !== undefined && typeof p.status === 'object' && p.status !== null) {
+      this.queries.delete(p.id);
+      done(p.status as SmrStatus);
+    }
+    return null;
+  }
+
+  /** `smr.status {dc, ep}`: ask the local replica of `ep` for its progress (ENOENT: none here). */
+  private async status(p: Record<string, unknown>, ctx: AdminContext): Promise<SmrStatus> {
+    const dc = callerDc(p, ctx, (r) => {
+      const cfg = this.o.kernel.findDc(r);
+      if (cfg === undefined) throw dvsError('ENOENT', `no DC '${String(r)}' on node ${this.o.nodeId}`);
+      return cfg.id;
+    });
+    if (typeof p.ep !== 'number') throw dvsError('EINVAL', 'smr.status: ep');
+    const l = this.groups.get(key(dc, p.ep));
+    if (l === undefined) throw dvsError('ENOENT', `endpoint ${p.ep} is not replicated as a state machine`);
+    const h = l.hooked;
+    if (h === undefined) throw dvsError('ENOENT', `no replica of ${p.ep} attached on node ${this.o.nodeId}`);
+    const id = this.nextQuery++;
+    return new Promise<SmrStatus>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.queries.delete(id);
+        reject(dvsError('ETIMEDOUT', `the replica of ${p.ep} did not answer`));
+      }, 5000);
+      this.queries.set(id, (s) => {
+        clearTimeout(timer);
+        resolve(s);
+      });
+      if (!h.ctx.push(h.sub, { op: 'query', id })) {
+        clearTimeout(timer);
+        this.queries.delete(id);
+        reject(dvsError('ENOENT', `the replica of ${p.ep} is gone`));
+      }
+    });
+  }
+
+  // ─────────────────────────── introspection ───────────────────────────
+
+  /** `ep.list` rows: one `replica` row per replica node (the local one is the kernel's own row). */
+  decorate<R extends EndpointInfo & { role?: string; replicas?: ReplicaGroupInfo }>(
+    dc: DcId,
+    rows: R[],
+  ): (R | (EndpointInfo & { role: 'replica'; replicas: ReplicaGroupInfo }))[] {
+    const groups = [...this.groups.values()].filter((l) => l.g.dc === dc);
+    if (groups.length === 0) return rows;
+    type Row = R | (EndpointInfo & { role: 'replica'; replicas: ReplicaGroupInfo });
+    const out: Row[] = rows.filter((r) => !groups.some((l) => l.g.ep === r.ep));
+    for (const l of groups) {
+      const replicas = groupInfo(l.g);
+      const mine = rows.find((r) => r.ep === l.g.ep && r.kind === 'replica' && r.node === this.o.nodeId);
+      for (const n of l.g.replicas) {
+        const row: EndpointInfo =
+          n === this.o.nodeId && mine !== undefined
+            ? mine
+            : {
+                dc,
+                ep: l.g.ep,
+                name: l.g.name,
+                node: n,
+                pid: -1,
+                kind: 'replica',
+                flags: ['REMOTE'],
+                sendTo: null,
+                getFrom: null,
+                queued: 0,
+                pendingNotify: 0,
+                counters: { lclSent: 0, rmtSent: 0, received: 0, notifies: 0, copyBytes: 0 },
+              };
+        out.push({ ...row, role: 'replica', replicas });
+      }
+    }
+    return out.sort((x, y) => x.ep - y.ep || x.node - y.node);
+  }
+
+  private need(p: unknown): Local {
+    const o = (p ?? {}) as { dc?: unknown; ep?: unknown };
+    if (typeof o.dc !== 'number' || typeof o.ep !== 'number') throw dvsError('EINVAL', 'smr: dc, ep');
+    const l = this.groups.get(key(o.dc, o.ep));
+    if (l === undefined) throw dvsError('ENOENT', `endpoint ${o.ep} of DC ${o.dc} is not replicated here`);
+    return l;
+  }
+
+  private dcPeers(dc: DcId): NodeId[] {
+    const cfg = this.o.kernel.findDc(dc);
+    return (cfg?.nodes ?? []).filter((x) => x !== this.o.nodeId && this.o.linkUp(x));
+  }
+}
+
+/** A group's public part: the lowest replica as `primary` (default route), the others as `backups`. */
+function groupInfo(g: SmrGroup): ReplicaGroupInfo {
+  return {
+    mode: 'state-machine',
+    primary: g.replicas[0] ?? -1,
+    backups: g.replicas.slice(1),
+    epoch: g.epoch,
+  };
+}
+
+function groupParam(v: unknown): SmrGroup {
+  const g = (v ?? {}) as Partial<SmrGroup>;
+  const ints = (xs: unknown) => Array.isArray(xs) && xs.every((x) => Number.isInteger(x));
+  if (
+    typeof g.dc !== 'number' ||
+    typeof g.ep !== 'number' ||
+    typeof g.dcName !== 'string' ||
+    typeof g.name !== 'string' ||
+    !Array.isArray(g.cmd) ||
+    !g.cmd.every((a) => typeof a === 'string') ||
+    !ints(g.replicas) ||
+    typeof g.epoch !== 'number'
+  ) {
+    throw dvsError('EINVAL', 'malformed state-machine group');
+  }
+  return {
+    dc: g.dc,
+    ep: g.ep,
+    dcName: g.dcName,
+    name: g.name,
+    cmd: g.cmd,
+    env: typeof g.env === 'object' && g.env !== null ? g.env : {},
+    ...(typeof g.cwd === 'string' ? { cwd: g.cwd } : {}),
+    replicas: g.replicas as NodeId[],
+    epoch: g.epoch,
+  };
+}

@@ -418,7 +418,10 @@ export function buildProgram(io: Io, result: { code: number }): Command {
       'replicas in all, one per node: the primary on --node, backups on the next live nodes of the DC',
       intArg(1, 65536),
     )
-    .option('--mode <MODE>', 'replication mode with --replicas: primary-backup (docs/replication.md)')
+    .option(
+      '--mode <MODE>',
+      'replication mode with --replicas: primary-backup or state-machine (docs/replication.md)',
+    )
     .argument('<CMD...>', 'command and arguments (after --)')
     .addHelpText(
       'after',
@@ -426,6 +429,7 @@ export function buildProgram(io: Io, result: { code: number }): Command {
         'dvs run --dc demo --ep 100 -- node server.js',
         'dvs run --dc demo --ep 101 --node 2 --name client --wait -- node client.js 100',
         'dvs run --dc demo --ep 102 --replicas 3 --mode primary-backup -- node examples/replicated-counter.js',
+        'dvs run --dc demo --ep 103 --replicas 3 --mode state-machine -- node examples/smr-counter.js',
         '',
         'The process gets DVS_SOCKET, DVS_DC and DVS_ENDPOINT; connect() from the SDK reads them.',
       ]),

@@ -281,7 +281,9 @@ export class ClusterWiring {
 
   /** The kernel bound a local endpoint: record it in the directory (EBOUND from the store wins). */
   localBind(dc: DcId, ep: Endpoint, info: { kind: BindKind; name: string; pid: number }): void {
-    if (info.kind === 'remote') return;
+    // Replicas of a state-machine group are bound on several nodes at once: the directory holds one location
+    // per endpoint, so the group (src/node/smr.ts) is located through the kernels, not the store.
+    if (info.kind === 'remote' || info.kind === 'replica') return;
     const kind = info.kind;
     this.serialize(dc, ep, async () => {
       for (;;) {

@@ -15,7 +15,7 @@ import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { type Browser, chromium, type Page } from 'playwright-core';
-import { alive, CliCluster } from '../integration/cli.js';
+import { alive, CliCluster, killAll } from '../integration/cli.js';
 
 const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 const SHOTS = join(ROOT, 'test-results', 'screenshots');
@@ -64,7 +64,7 @@ function cleanLeftovers(prefixes: string[]): void {
   }
   for (const d of dirs) {
     const procs = existsSync(join(d, 'cgroup.procs')) ? readFileSync(join(d, 'cgroup.procs'), 'utf8') : '';
-    for (const pid of procs.split('\n').map(Number)) if (pid > 0 && alive(pid)) process.kill(pid, 'SIGKILL');
+    killAll(procs.split('\n').map(Number));
   }
   for (const d of dirs) {
     // A cgroup can be removed once its last process is gone (SIGKILL is not instant).

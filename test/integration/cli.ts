@@ -34,7 +34,14 @@ export function alive(pid: number): boolean {
 
 /** SIGKILL every pid in `pids` that still runs. */
 export function killAll(pids: readonly number[]): void {
-  for (const pid of pids) if (pid > 0 && alive(pid)) process.kill(pid, 'SIGKILL');
+  for (const pid of pids) {
+    if (!(pid > 0 && alive(pid))) continue;
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // exited between the check and the kill
+    }
+  }
 }
 
 /** What one CLI run returned. */

@@ -15,11 +15,10 @@
  * This file is also the member process: `node --import tsx bench/gcs.ts --socket S --dc D --ep E --group G
  * --members N --role driver|reader`.
  */
-import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ensureBuilt } from './dvs/cluster.js';
+import { ensureBuilt, exec } from './dvs/cluster.js';
 import type { BenchCase, CaseContext, Driver } from './lib/case.js';
 import { driverOf, SkipError } from './lib/case.js';
 import { Child, killPid, pidAlive, profileFlags, trackPid } from './lib/proc.js';
@@ -35,45 +34,12 @@ interface GcsCluster {
   sockets: string[];
 }
 
-function run(
-  cmd: string,
-  argv: string[],
-  cwd: string,
-  timeoutMs: number,
-): Promise<{ code: number | null; out: string }> {
-  return new Promise((res) => {
-    // No containers: the cases measure group communication, and the member processes connect from outside
-    // any DC container (the daemons inherit the variable from `dvs up`).
-    const env = { ...process.env, DVS_ISOLATION: 'off' };
-    const p = spawn(cmd, argv, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    p.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    p.stderr.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    if (p.pid !== undefined) trackPid(p.pid);
-    const timer = setTimeout(() => {
-      if (p.pid !== undefined) void killPid(p.pid, 200);
-    }, timeoutMs);
-    p.on('error', (e) => {
-      clearTimeout(timer);
-      res({ code: -1, out: e.message });
-    });
-    p.on('close', (code) => {
-      clearTimeout(timer);
-      res({ code, out });
-    });
-  });
-}
-
 /** The shared 5-node cluster of the gcs cases (its own: the dvs cases' cluster has 2 nodes). */
 async function startGcsCluster(ctx: CaseContext): Promise<{ value: GcsCluster; stop: () => Promise<void> }> {
   await ensureBuilt(ctx.root, ctx.log, ctx.note);
   const dir = join(ctx.tmp, 'gcs-cluster');
   const cli = (argv: string[]) =>
-    run(
+    exec(
       process.execPath,
       [...(argv[0] === 'up' ? profileFlags() : []), join(ctx.root, 'bin/dvs.js'), ...argv, '--dir', dir],
       ctx.root,

@@ -22,10 +22,16 @@ interface ExecResult {
   out: string;
 }
 
-/** Run a command to completion (killed by PID after `timeoutMs`). */
-function exec(cmd: string, argv: string[], cwd: string, timeoutMs: number): Promise<ExecResult> {
+/** Run a command to completion (killed by PID after `timeoutMs`); dvs daemons it starts run without containers. */
+export function exec(cmd: string, argv: string[], cwd: string, timeoutMs: number): Promise<ExecResult> {
   return new Promise((resolve) => {
-    const p = spawn(cmd, argv, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    // The bench measures IPC, not containers: its daemons run processes plainly (and an interrupted run
+    // leaves no container behind; containers outlive a kill -9 of their daemon by design).
+    const p = spawn(cmd, argv, {
+      cwd,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, DVS_ISOLATION: process.env.DVS_ISOLATION ?? 'off' },
+    });
     let out = '';
     p.stdout.on('data', (d: Buffer) => {
       out += d.toString();

@@ -31,6 +31,13 @@ import { pairedRatios, summarize } from './lib/stats.js';
 import { peerCases } from './peers/cases.js';
 import { THESIS_F1, thesisCases } from './thesis/cases.js';
 
+/** Cases measured in a second phase, after the IPC cases and their baselines (see main). */
+const SERVICE_CASES: ReadonlySet<string> = new Set([
+  ...migrateCases.map((c) => c.name),
+  failoverCase.name,
+  ...gcsCases.map((c) => c.name),
+]);
+
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
 /** Ratios reported, with the DESIGN.md §12 goals (cases absent from the run give "n/a"). */
@@ -233,94 +240,114 @@ async function main(): Promise<number> {
   const runTimeout = (w: number, c: BenchCase) =>
     Math.max(30_000, (20 * s.targetMs * w) / (work.get(c.name) ?? w));
 
+  // Phases run one after the other, each with its own processes: the service cases (migration, failover, the
+  // 5-node GCS cluster) keep daemons busy, and must not load the rounds of the IPC cases and their baselines.
+  const phases = [
+    cases.filter((c) => !SERVICE_CASES.has(c.name)),
+    cases.filter((c) => SERVICE_CASES.has(c.name)),
+  ].filter((p) => p.length > 0);
   try {
-    // Setup and calibration, case by case.
-    for (const c of cases) {
-      const r: CaseResult = {
-        name: c.name,
-        group: c.group,
-        unit: c.unit,
-        what: c.what,
-        status: 'ok',
-        rounds: [],
-        extras: [],
-        errors: [],
-        summary: null,
-      };
-      results.set(c.name, r);
-      try {
-        log(`${c.name}: setup`);
-        const d = await c.setup(ctx);
-        drivers.set(c.name, d);
-        let w = c.fixedWork === undefined ? c.initialWork : s.quick ? c.fixedWork.quick : c.fixedWork.full;
-        if (c.fixedWork !== undefined) {
-          // Same count in every case and round: one warm-up run at that size, no rescaling.
-          work.set(c.name, w);
-          await d.run(w, runTimeout(w, c));
-          r.work = w;
-          continue;
-        }
-        // Calibrate twice: the first (cold) run is slow, so sizing from it alone undershoots the target;
-        // the second run at the new size is also the warm-up.
-        const rescale = (elapsedMs: number) =>
-          Math.max(1, Math.round(w * Math.min(64, Math.max(1 / 64, s.targetMs / Math.max(0.1, elapsedMs)))));
-        w = rescale((await d.run(w, 60_000)).elapsedMs);
-        work.set(c.name, w);
-        w = rescale((await d.run(w, runTimeout(w, c))).elapsedMs);
-        work.set(c.name, w);
-        r.work = w;
-      } catch (e) {
-        // dvs and peers may legitimately be unavailable (not built, not installed): a skip, never a failure.
-        const skip = e instanceof SkipError || c.group === 'dvs' || c.group === 'peer';
-        r.status = skip ? 'skipped' : 'failed';
-        r.reason = errText(e);
-        log(`${c.name}: ${r.status}: ${r.reason}`);
-        await drivers.get(c.name)?.stop();
-        drivers.delete(c.name);
-      }
-    }
+    for (const phase of phases) await measure(phase);
+  } finally {
+    killAllSync();
+    rmSync(tmp, { recursive: true, force: true });
+  }
 
-    // Interleaved rounds.
-    const active = cases.filter((c) => drivers.has(c.name));
-    for (let round = 0; round < s.rounds; round++) {
-      log(`round ${round + 1}/${s.rounds}`);
-      for (let k = 0; k < active.length; k++) {
-        const c = active[(k + round) % active.length]!;
-        const r = results.get(c.name)!;
-        const d = drivers.get(c.name);
-        if (d === undefined) {
-          r.rounds[round] = null;
-          continue;
-        }
-        const w = work.get(c.name)!;
+  /** Set up, calibrate and measure `phaseCases` in interleaved rounds, then stop their processes. */
+  async function measure(phaseCases: BenchCase[]): Promise<void> {
+    try {
+      // Setup and calibration, case by case.
+      for (const c of phaseCases) {
+        const r: CaseResult = {
+          name: c.name,
+          group: c.group,
+          unit: c.unit,
+          what: c.what,
+          status: 'ok',
+          rounds: [],
+          extras: [],
+          errors: [],
+          summary: null,
+        };
+        results.set(c.name, r);
         try {
-          const m = await d.run(w, runTimeout(w, c));
-          r.rounds[round] = m.value;
-          r.extras[round] = { elapsedMs: m.elapsedMs, ...m.extra };
+          log(`${c.name}: setup`);
+          const d = await c.setup(ctx);
+          drivers.set(c.name, d);
+          let w = c.fixedWork === undefined ? c.initialWork : s.quick ? c.fixedWork.quick : c.fixedWork.full;
+          if (c.fixedWork !== undefined) {
+            // Same count in every case and round: one warm-up run at that size, no rescaling.
+            work.set(c.name, w);
+            await d.run(w, runTimeout(w, c));
+            r.work = w;
+            continue;
+          }
+          // Calibrate twice: the first (cold) run is slow, so sizing from it alone undershoots the target;
+          // the second run at the new size is also the warm-up.
+          const rescale = (elapsedMs: number) =>
+            Math.max(
+              1,
+              Math.round(w * Math.min(64, Math.max(1 / 64, s.targetMs / Math.max(0.1, elapsedMs)))),
+            );
+          w = rescale((await d.run(w, 60_000)).elapsedMs);
+          work.set(c.name, w);
+          w = rescale((await d.run(w, runTimeout(w, c))).elapsedMs);
+          work.set(c.name, w);
+          r.work = w;
         } catch (e) {
-          r.rounds[round] = null;
-          r.extras[round] = null;
-          r.errors.push(`round ${round + 1}: ${errText(e)}`);
-          log(`${c.name}: round ${round + 1}: ${errText(e)}`);
-          if (r.errors.length >= 2) {
-            r.status = 'failed';
-            r.reason = errText(e);
-            await d.stop();
-            drivers.delete(c.name);
+          // dvs and peers may legitimately be unavailable (not built, not installed): a skip, never a failure.
+          const skip = e instanceof SkipError || c.group === 'dvs' || c.group === 'peer';
+          r.status = skip ? 'skipped' : 'failed';
+          r.reason = errText(e);
+          log(`${c.name}: ${r.status}: ${r.reason}`);
+          await drivers.get(c.name)?.stop();
+          drivers.delete(c.name);
+        }
+      }
+
+      // Interleaved rounds.
+      const active = phaseCases.filter((c) => drivers.has(c.name));
+      for (let round = 0; round < s.rounds; round++) {
+        log(`round ${round + 1}/${s.rounds}`);
+        for (let k = 0; k < active.length; k++) {
+          const c = active[(k + round) % active.length]!;
+          const r = results.get(c.name)!;
+          const d = drivers.get(c.name);
+          if (d === undefined) {
+            r.rounds[round] = null;
+            continue;
+          }
+          const w = work.get(c.name)!;
+          try {
+            const m = await d.run(w, runTimeout(w, c));
+            r.rounds[round] = m.value;
+            r.extras[round] = { elapsedMs: m.elapsedMs, ...m.extra };
+          } catch (e) {
+            r.rounds[round] = null;
+            r.extras[round] = null;
+            r.errors.push(`round ${round + 1}: ${errText(e)}`);
+            log(`${c.name}: round ${round + 1}: ${errText(e)}`);
+            if (r.errors.length >= 2) {
+              r.status = 'failed';
+              r.reason = errText(e);
+              await d.stop();
+              drivers.delete(c.name);
+            }
           }
         }
       }
+    } finally {
+      for (const d of drivers.values()) await d.stop();
+      drivers.clear();
+      for (const f of fixtures.values()) {
+        await f.then(
+          (x) => x.stop(),
+          () => {},
+        );
+      }
+      fixtures.clear();
+      killAllSync();
     }
-  } finally {
-    for (const d of drivers.values()) await d.stop();
-    for (const f of fixtures.values()) {
-      await f.then(
-        (x) => x.stop(),
-        () => {},
-      );
-    }
-    killAllSync();
-    rmSync(tmp, { recursive: true, force: true });
   }
 
   for (const r of results.values()) r.summary = summarize(r.rounds);

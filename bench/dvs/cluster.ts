@@ -4,7 +4,7 @@
  * The CLI runs from dist/, so the fixture builds first when dist is missing or older than src.
  */
 import { spawn } from 'node:child_process';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SkipError } from '../lib/case.js';
 import { killPid, pidAlive, profileFlags, trackPid } from '../lib/proc.js';
@@ -103,7 +103,8 @@ export async function startCluster(
   note: (m: string) => void,
 ): Promise<{ value: BenchCluster; stop: () => Promise<void> }> {
   await ensureBuilt(root, log, note);
-  const dir = join(tmp, 'cluster');
+  // A new directory per start: a phase of the run may start the cluster again, and its store must be empty.
+  const dir = await mkdtemp(join(tmp, 'cluster-'));
   // `dvs up` starts the daemons with its own Node flags, so profiling it (--cpu-prof) profiles them.
   const cli = (argv: string[], timeoutMs = 60_000) =>
     exec(

@@ -323,6 +323,10 @@ export class Replication {
         this.o.nodeRpc.call(b, 'repl.apply', msg, { signal: ctx.signal, timeout: this.applyTimeoutMs }),
       ),
     );
+    // The primary process went away while its update was on the way (its session's signal aborted the
+    // calls): that says nothing about the backups, which must stay promotable. Whether a backup applied this
+    // update or not, the client got no reply yet and its replay is answered consistently (reply cache).
+    if (ctx.signal.aborted) throw dvsError('EABORTED', 'the primary process went away');
     let ok = 0;
     results.forEach((r, i) => {
       if (r.status === 'fulfilled') {
@@ -334,7 +338,6 @@ export class Replication {
       this.log.warn({ dc: c.dc, ep: c.ep, backup: b, err: r.reason }, 'backup dropped: apply failed');
       this.removeBackup(l, b, true);
     });
-    if (ctx.signal.aborted) throw dvsError('EABORTED', 'the primary process went away');
     return { seq, backups: ok };
   }
 

@@ -104,7 +104,15 @@ describe('primary-backup replication through daemons', () => {
       // 2. The new primary's node daemon dies (-9): node 2, the last backup, takes over.
       longest = 0;
       await c.killNode(0);
-      await check(() => primaryAt(2), 15_000, 'node 2 primary');
+      await check(() => primaryAt(2), 15_000, 'node 2 primary').catch(async (e: unknown) => {
+        const lines = async (i: number) =>
+          (await c.log(i))
+            .split('\n')
+            .filter((l) => /repl|failover|promot|node (up|down)|lost/i.test(l))
+            .slice(-25)
+            .join('\n');
+        throw new Error(`${(e as Error).message}\nnode 1:\n${await lines(1)}\nnode 2:\n${await lines(2)}`);
+      });
       mark = values.length;
       await check(() => values.length > mark + 50, 15_000, 'load flowing after the node kill');
       pauses.push(longest);

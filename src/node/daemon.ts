@@ -21,7 +21,14 @@ import { type AdminCaller as ApiAdminCaller, apiNodes } from '../api/caller.js';
 import { ApiServer } from '../api/server.js';
 import { validateDcConfig } from '../cluster/dc-config.js';
 import { Kernel } from '../kernel/index.js';
-import { type DcConfig, type DcId, type KernelIO, MAX_ENDPOINT, type NodeId } from '../kernel/types.js';
+import {
+  type DcConfig,
+  type DcId,
+  type Endpoint,
+  type KernelIO,
+  MAX_ENDPOINT,
+  type NodeId,
+} from '../kernel/types.js';
 import type {
   AdminMethod,
   AdminMethods,
@@ -42,6 +49,7 @@ import { createRegistry, IpcStats, MetricsServer, monitorSnapshot, registerIpcMe
 import { Migrations } from './migration.js';
 import { NodeRpc, type NodeRpcHandler } from './node-rpc.js';
 import type { NodeOptions } from './options.js';
+import type { DaemonParts } from './parts.js';
 import { ProcessManager } from './processes.js';
 import { Replication } from './replication.js';
 import { LoadMonitor } from './scheduler.js';
@@ -205,7 +213,7 @@ class Daemon implements NodeDaemon {
       handler: (method, params, from, signal) => this.nodeCall(method, params, from, signal),
       logger: this.logger,
     });
-    this.migrations = new Migrations({
+    const parts: DaemonParts = {
       nodeId: opts.nodeId,
       kernel: this.kernel,
       nodeRpc: this.nodeRpc,
@@ -213,30 +221,17 @@ class Daemon implements NodeDaemon {
       cluster: () => this.cluster,
       events: this.events,
       logger: this.logger,
-      processEnv: (_dc, dcName, ep) => ({
-        DVS_SOCKET: this.opts.socket,
-        DVS_DC: dcName,
-        DVS_ENDPOINT: String(ep),
-        DVS_NODE: String(this.nodeId),
-      }),
+    };
+    this.migrations = new Migrations({
+      ...parts,
+      processEnv: (_dc, dcName, ep) => this.processEnv(dcName, ep),
     });
     this.migrations.registerServices(this.services);
     for (const [m, h] of Object.entries(this.migrations.nodeMethods())) this.nodeMethods.set(m, h);
     this.replication = new Replication({
-      nodeId: opts.nodeId,
-      kernel: this.kernel,
-      nodeRpc: this.nodeRpc,
-      processes: this.processes,
-      cluster: () => this.cluster,
-      events: this.events,
-      logger: this.logger,
+      ...parts,
       linkUp: (node) => this.linksUp.has(node),
-      processEnv: (_dc, dcName, ep) => ({
-        DVS_SOCKET: this.opts.socket,
-        DVS_DC: dcName,
-        DVS_ENDPOINT: String(ep),
-        DVS_NODE: String(this.nodeId),
-      }),
+      processEnv: (_dc, dcName, ep) => this.processEnv(dcName, ep),
       runLocal: (params) => this.run(params),
     });
     this.replication.registerServices(this.services);
@@ -401,13 +396,7 @@ class Daemon implements NodeDaemon {
       onClose: () => undefined,
     });
     this.snapshots = new Snapshots({
-      nodeId: opts.nodeId,
-      kernel: this.kernel,
-      nodeRpc: this.nodeRpc,
-      processes: this.processes,
-      cluster: () => this.cluster,
-      events: this.events,
-      logger: this.logger,
+      ...parts,
       dataDir: opts.dataDir,
       admin: (node, method, params, signal) =>
         node === this.nodeId
@@ -986,6 +975,16 @@ class Daemon implements NodeDaemon {
     return killed;
   }
 
+  /** What a process started on this node finds in its environment (the SDK's `connect()` reads it). */
+  private processEnv(dcName: string, ep: Endpoint): Record<string, string> {
+    return {
+      DVS_SOCKET: this.opts.socket,
+      DVS_DC: dcName,
+      DVS_ENDPOINT: String(ep),
+      DVS_NODE: String(this.nodeId),
+    };
+  }
+
   private async run(p: Record<string, unknown>): Promise<ProcessInfo> {
     const dc = this.dc(dcRef(p.dc));
     const ep = endpointParam(p.ep);
@@ -1006,12 +1005,7 @@ class Daemon implements NodeDaemon {
       if (typeof p.env !== 'object' || p.env === null) throw dvsError('EINVAL', 'env must be an object');
       for (const [k, v] of Object.entries(p.env)) env[k] = String(v);
     }
-    Object.assign(env, {
-      DVS_SOCKET: this.opts.socket,
-      DVS_DC: dc.name,
-      DVS_ENDPOINT: String(ep),
-      DVS_NODE: String(this.nodeId),
-    });
+    Object.assign(env, this.processEnv(dc.name, ep));
     const info = await this.processes.spawn({
       dc: dc.id,
       dcName: dc.name,

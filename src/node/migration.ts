@@ -19,26 +19,16 @@
  * The freeze time (freeze to activation) is measured and returned.
  */
 import type { Logger } from 'pino';
-import type { Kernel } from '../kernel/kernel.js';
 import type { DcId, Endpoint, MigrationCarry, NodeId, Received } from '../kernel/types.js';
 import type { MigrationResult } from '../protocol/admin.js';
 import { DvsError, dvsError } from '../protocol/errors.js';
-import type { ClusterWiring } from './cluster.js';
-import type { EventLog } from './events.js';
 import type { AdminContext } from './local-server.js';
-import type { NodeRpc, NodeRpcHandler } from './node-rpc.js';
-import type { ProcessManager, SpawnRequest } from './processes.js';
+import type { NodeRpcHandler } from './node-rpc.js';
+import type { DaemonParts } from './parts.js';
+import type { SpawnRequest } from './processes.js';
 import type { ServiceRegistry } from './services.js';
 
-export interface MigrationsOptions {
-  nodeId: NodeId;
-  kernel: Kernel;
-  nodeRpc: NodeRpc;
-  processes: ProcessManager;
-  /** The cluster store wiring, if the node runs with one (the directory is moved there). */
-  cluster: () => ClusterWiring | undefined;
-  events: EventLog;
-  logger: Logger;
+export interface MigrationsOptions extends DaemonParts {
   /** Environment a process started here gets (DVS_SOCKET, DVS_DC, ...), as `dvs run` builds it. */
   processEnv: (dc: DcId, dcName: string, ep: Endpoint) => Record<string, string>;
   /** How long the process may take to reach a quiescent point and export, ms (default 5000). */

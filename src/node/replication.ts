@@ -22,15 +22,12 @@
  */
 import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
-import type { Kernel } from '../kernel/kernel.js';
 import type { DcId, Endpoint, EndpointInfo, NodeId } from '../kernel/types.js';
 import type { ProcessInfo, ReplicaGroupInfo } from '../protocol/admin.js';
 import { DvsError, dvsError } from '../protocol/errors.js';
-import type { ClusterWiring } from './cluster.js';
-import type { EventLog } from './events.js';
 import type { AdminContext } from './local-server.js';
-import type { NodeRpc, NodeRpcHandler } from './node-rpc.js';
-import type { ProcessManager } from './processes.js';
+import type { NodeRpcHandler } from './node-rpc.js';
+import type { DaemonParts } from './parts.js';
 import type { ServiceRegistry } from './services.js';
 import { Smr } from './smr.js';
 
@@ -50,14 +47,7 @@ export interface ReplicaGroup extends ReplicaGroupInfo {
   cwd?: string;
 }
 
-export interface ReplicationOptions {
-  nodeId: NodeId;
-  kernel: Kernel;
-  nodeRpc: NodeRpc;
-  processes: ProcessManager;
-  cluster: () => ClusterWiring | undefined;
-  events: EventLog;
-  logger: Logger;
+export interface ReplicationOptions extends DaemonParts {
   /** Is the link to `node` up? */
   linkUp: (node: NodeId) => boolean;
   /** Environment a process started here gets (DVS_SOCKET, DVS_DC, ...), as `dvs run` builds it. */

@@ -26,14 +26,11 @@ import { join } from 'node:path';
 import { Packr } from 'msgpackr';
 import type { Logger } from 'pino';
 import { Counter, Histogram, type Registry } from 'prom-client';
-import type { Kernel } from '../kernel/kernel.js';
 import type { DcConfig, DcId, Endpoint, MsgKind, NodeId, Received } from '../kernel/types.js';
 import { DvsError, dvsError, type WireError } from '../protocol/errors.js';
-import type { ClusterWiring } from './cluster.js';
-import type { EventLog } from './events.js';
 import type { AdminContext } from './local-server.js';
-import type { NodeRpc, NodeRpcHandler } from './node-rpc.js';
-import type { ProcessManager } from './processes.js';
+import type { NodeRpcHandler } from './node-rpc.js';
+import type { DaemonParts } from './parts.js';
 import type { ServiceRegistry } from './services.js';
 
 /** Summary of a stored snapshot (`dvs snapshot ls`). */
@@ -111,14 +108,7 @@ export interface RestoreResult {
   messages: number;
 }
 
-export interface SnapshotsOptions {
-  nodeId: NodeId;
-  kernel: Kernel;
-  nodeRpc: NodeRpc;
-  processes: ProcessManager;
-  cluster: () => ClusterWiring | undefined;
-  events: EventLog;
-  logger: Logger;
+export interface SnapshotsOptions extends DaemonParts {
   dataDir: string;
   /** Run an admin method on node `node` (this one, or a peer through `node.call`). */
   admin: (

@@ -697,42 +697,35 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi, 
     e.postAt = null;
     for (const m of queued) {
       if (m.node === NONE) {
-        const s = dc.eps.get(m.src);
+        // A local sender's message goes to the new location: a post as is (its window slot stays taken), a
+        // queued send or request as a remote operation of its call.
+        let op = 0;
         if (m.kind === 'post') {
+          const s = dc.eps.get(m.src);
           if (s?.isLocal) {
             s.postAt ??= new Map();
             s.postAt.set(e.ep, to);
           }
-          this.io.toNode(to, {
-            t: 'msg',
-            dc: id,
-            src: m.src,
-            dst: e.ep,
-            kind: 'post',
-            op: 0,
-            type: m.type,
-            payload: m.payload,
-          });
-          continue;
+        } else {
+          const c = m.call;
+          if (c === null) continue;
+          c.msg = null;
+          c.target = null;
+          c.state = St.Remote;
+          c.type = m.type;
+          c.payload = m.payload;
+          c.rop = this.nextOp++;
+          c.node = to;
+          this.ops.set(c.rop, c);
+          op = c.rop;
         }
-        const c = m.call;
-        if (c === null) continue;
-        // A local sender's queued call becomes a remote operation to the new location.
-        c.msg = null;
-        c.target = null;
-        c.state = St.Remote;
-        c.type = m.type;
-        c.payload = m.payload;
-        c.rop = this.nextOp++;
-        c.node = to;
-        this.ops.set(c.rop, c);
         this.io.toNode(to, {
           t: 'msg',
           dc: id,
           src: m.src,
           dst: e.ep,
           kind: m.kind,
-          op: c.rop,
+          op,
           type: m.type,
           payload: m.payload,
         });

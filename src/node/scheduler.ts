@@ -188,8 +188,13 @@ export function planBalance(input: BalanceInput): BalancePlan {
   return { moves, before, after };
 }
 
+/**
+ * A process's weight in the balance: its CPU (cores) in CPU_STEP steps, as placement compares nodes, plus a
+ * floor for an idle process. The steps keep sampling noise (an idle process measured at 0.00 or 0.04 core)
+ * from deciding which node looks busier; a process that really works outweighs idle ones by whole steps.
+ */
 function weight(cpu: number): number {
-  return Math.max(0, cpu) + IDLE_WEIGHT;
+  return quantize(Math.max(0, cpu), CPU_STEP) + IDLE_WEIGHT;
 }
 
 function sumCpu(procs: readonly ProcLoad[]): number {

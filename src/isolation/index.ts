@@ -521,9 +521,19 @@ export class Isolation {
     const adopted: DcId[] = [];
     for (const f of await this.list(run)) {
       const spec = bySpec.get(f.dc);
-      if (!spec || !f.cgroup || f.initPid === undefined) continue;
-      const c = await DcContainer.adopt(this.containerOpts(f.dc, `${spec.name}-${this.opts.nodeName}`), run);
-      if (!c) continue;
+      if (!spec) continue;
+      const c =
+        f.cgroup && f.initPid !== undefined
+          ? await DcContainer.adopt(this.containerOpts(f.dc, `${spec.name}-${this.opts.nodeName}`), run)
+          : undefined;
+      if (!c) {
+        // Half a container: the caller starts a clean one. Say what was missing, for the operator.
+        this.log.warn(
+          { dc: f.dc, netns: f.netns, cgroup: f.cgroup, initPid: f.initPid ?? null, links: f.links },
+          'the container left here is not whole; it will be replaced',
+        );
+        continue;
+      }
       try {
         await this.validate(spec, run);
         const names = dcNames(this.opts.prefix, f.dc);

@@ -459,7 +459,7 @@ class Daemon implements NodeDaemon {
     // the bound link address.
     await this.cluster?.start();
     // Containers a crashed predecessor left for DCs no longer here go now.
-    await this.isolation.finishStart();
+    await this.isolation.finishStart((dc) => this.kernel.findDc(dc) !== undefined);
     await this.storeServices.start();
     await this.fd.start();
     await this.dsm.start();

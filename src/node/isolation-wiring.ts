@@ -120,6 +120,8 @@ export class IsolationWiring {
   private readonly socketDir: string;
   /** What each DC was created with here (limits as applied, LAN place). */
   private readonly specs = new Map<DcId, DcSpec>();
+  /** ensureFromStore calls in progress (finishStart waits for them). */
+  private readonly applying = new Set<Promise<void>>();
   /** DCs a previous daemon left on this node, not yet adopted or swept. */
   private readonly leftovers = new Set<DcId>();
   /** ensureDc/removeDc per DC, chained: a create and a remove of one DC never interleave. */
@@ -197,15 +199,20 @@ export class IsolationWiring {
 
   /**
    * After the DCs this node still hosts were applied (ensureDc adopted their containers): removes every
-   * container, cgroup and LAN device a previous daemon left for DCs no longer here.
+   * container, cgroup and LAN device a previous daemon left for DCs no longer here. `hosts` says which DCs
+   * the node still holds (the kernel's): theirs are kept even if setting them up failed.
    */
-  async finishStart(): Promise<number[]> {
+  async finishStart(hosts: (dc: DcId) => boolean = () => false): Promise<number[]> {
     await this.watchStore();
+    // A DC from the store is applied in two steps (its spec read from the store, then ensureDc): wait for
+    // both, or a leftover still being adopted would be swept under it (its process killed).
+    await Promise.allSettled([...this.applying]);
     await Promise.allSettled([...this.chains.values()]);
     const swept: number[] = [];
     for (const dc of [...this.leftovers]) {
+      // A DC this node hosts whose container could not be set up yet keeps it: its process may still run.
+      if (this.specs.has(dc) || hosts(dc)) continue;
       this.leftovers.delete(dc);
-      if (this.specs.has(dc)) continue;
       await this.removeObjects(dc).then(
         () => swept.push(dc),
         (e: unknown) => this.log.error({ err: e, dc }, 'sweeping a leftover DC failed'),
@@ -560,7 +567,15 @@ export class IsolationWiring {
    * A DC arrived from the store: its container with the stored limits, and (if it has a LAN) an address
    * claimed in the store, this node's member record, and the other members as forwarding entries.
    */
-  async ensureFromStore(cfg: DcConfig): Promise<void> {
+  ensureFromStore(cfg: DcConfig): Promise<void> {
+    const p = this.applyFromStore(cfg);
+    this.applying.add(p);
+    const done = () => this.applying.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
+  private async applyFromStore(cfg: DcConfig): Promise<void> {
     const store = this.o.store?.();
     if (!store || !this.enabled) return this.ensureDc(cfg);
     const o = { timeout: STORE_TIMEOUT_MS };

@@ -262,6 +262,7 @@ class Daemon implements NodeDaemon {
           this.cluster?.linkUp(node);
           this.fd.nodeUp(node);
           this.groups.nodeUp(node);
+          this.replication.nodeUp(node);
         },
         nodeDown: (node) => {
           this.logger.warn({ peer: node }, 'node down');

@@ -19,6 +19,14 @@
  * ```
  * A backup that cannot be promoted (its process is gone) leaves the group (repl.leave) and the next one
  * promotes. With no backup left the group ends: held callers get EDSTDIED.
+ *
+ * With a cluster store the group's record there (src/node/repl-record.ts) fences both changes of who may
+ * serve, so that the two sides of a partition never both serve (no split brain):
+ * - a promotion is a CAS {primary: dead, epoch: e, me among the backups} -> {primary: me, epoch: e + 1};
+ *   a backup that cannot reach the store (the minority side) keeps its callers held and retries;
+ * - the primary drops a backup that failed to apply only by a CAS {primary: me, epoch: e}; until it lands,
+ *   the update is not acknowledged (the client gets no reply from a state the store does not vouch for).
+ *   A primary whose CAS finds a newer epoch was deposed during a partition: its process is killed.
  */
 import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
@@ -28,6 +36,7 @@ import { DvsError, dvsError } from '../protocol/errors.js';
 import type { AdminContext } from './local-server.js';
 import type { NodeRpcHandler } from './node-rpc.js';
 import type { DaemonParts } from './parts.js';
+import { type ReplRecord, ReplRecords } from './repl-record.js';
 import type { ServiceRegistry } from './services.js';
 import { Smr } from './smr.js';
 
@@ -75,7 +84,20 @@ interface Local {
   /** When this node first saw the primary lost (performance.now), for the failover time. */
   lostAt: number | undefined;
   promoting: boolean;
+  /** Being stopped here because the store gave its role to another node ({@link Replication.deposed}). */
+  deposing: boolean;
+  /**
+   * Primary side: backups dropped here (their node went down) but still in the store's record. They are
+   * dropped there before the next update is acknowledged: a backup that misses an acknowledged update must
+   * not stay promotable.
+   */
+  unrecorded: Set<NodeId>;
 }
+
+/** Store errors that mean "try again later" (no quorum, no answer): everything but a refusal. */
+const REFUSED = new Set(['ESTALE', 'EPROTO', 'ENOTOWNER']);
+/** Pause between attempts to reach the store for a fenced change, ms. */
+const FENCE_RETRY_MS = 300;
 
 const key = (dc: DcId, ep: Endpoint) => `${dc}/${ep}`;
 const ROLE_ENV = 'DVS_REPLICA_ROLE';
@@ -88,6 +110,8 @@ export class Replication {
   private readonly applyTimeoutMs: number;
   /** `--mode state-machine` groups (src/node/smr.ts). */
   private readonly smr: Smr;
+  /** Aborted at stop: ends the fenced changes still waiting for the store. */
+  private readonly life = new AbortController();
 
   constructor(private readonly o: ReplicationOptions) {
     this.log = o.logger.child({ component: 'replication' });
@@ -129,6 +153,7 @@ export class Replication {
 
   /** Fail what waits here (daemon stopping). */
   stop(): void {
+    this.life.abort();
     for (const l of this.groups.values()) for (const done of l.acks.values()) done();
     this.smr.stop();
   }
@@ -193,14 +218,27 @@ export class Replication {
       epoch: 1,
     };
     const members = cfg.nodes.filter((x) => x !== this.o.nodeId && this.o.linkUp(x));
+    const records = this.records();
     const undo = async () => {
       await Promise.allSettled(
         members.map((x) => this.o.nodeRpc.call(x, 'repl.drop', { dc: g.dc, ep }, { timeout: 5000 })),
       );
       this.drop({ dc: g.dc, ep });
       await this.o.processes.kill(g.dc, ep, 'SIGKILL', 0).catch(() => undefined);
+      await records?.remove(g.dc, ep).catch(() => undefined);
     };
     try {
+      if (records !== undefined) {
+        // The fence first: a group the store does not know could never be failed over safely. Its epoch
+        // follows any record an earlier group of this endpoint left, so none of that group's can pass a CAS.
+        const rec = await records.create(
+          g.dc,
+          ep,
+          { mode: 'primary-backup', primary: g.primary, members: g.backups },
+          signal,
+        );
+        g.epoch = rec.epoch;
+      }
       this.setup({ group: g });
       await Promise.all(
         members.map((x) => this.o.nodeRpc.call(x, 'repl.setup', { group: g }, { signal, timeout: 5000 })),
@@ -244,6 +282,8 @@ export class Replication {
       acks: new Map(),
       lostAt: undefined,
       promoting: false,
+      deposing: false,
+      unrecorded: new Set(),
     });
     return { ok: true };
   }
@@ -317,24 +357,130 @@ export class Replication {
     // calls): that says nothing about the backups, which must stay promotable. Whether a backup applied this
     // update or not, the client got no reply yet and its replay is answered consistently (reply cache).
     if (ctx.signal.aborted) throw dvsError('EABORTED', 'the primary process went away');
-    let ok = 0;
-    results.forEach((r, i) => {
-      if (r.status === 'fulfilled') {
-        ok++;
-        return;
+    const failed = targets.filter((_, i) => results[i]?.status === 'rejected');
+    const drop = [...new Set([...failed, ...l.unrecorded])];
+    if (drop.length > 0) {
+      // A backup that cannot keep up is no longer one: it must never be promoted with a stale state. With a
+      // store that is recorded there first; until it is, this update is not acknowledged.
+      await this.dropFenced(l, epoch, drop, ctx.signal);
+      for (const b of failed) {
+        const r = results[targets.indexOf(b)];
+        const err = r?.status === 'rejected' ? r.reason : undefined;
+        this.log.warn({ dc: c.dc, ep: c.ep, backup: b, err }, 'backup dropped: apply failed');
+        this.removeBackup(l, b, true);
       }
-      // A backup that cannot keep up is no longer one: it must never be promoted with a stale state.
-      const b = targets[i]!;
-      this.log.warn({ dc: c.dc, ep: c.ep, backup: b, err: r.reason }, 'backup dropped: apply failed');
-      this.removeBackup(l, b, true);
-    });
-    return { seq, backups: ok };
+      for (const b of drop) l.unrecorded.delete(b);
+    }
+    return { seq, backups: targets.length - failed.length };
+  }
+
+  /** The store's record keeper, when the node runs with a cluster store. */
+  private records(): ReplRecords | undefined {
+    const store = this.o.cluster()?.clusterStore;
+    return store === undefined ? undefined : new ReplRecords(store);
+  }
+
+  /**
+   * Retries `op` while the store cannot be reached (the minority side of a partition, a store election),
+   * until it lands, is refused (ESTALE and the like: thrown), or `signal` or the daemon stops (EABORTED).
+   */
+  private async fenced<T>(what: string, signal: AbortSignal, op: () => Promise<T>): Promise<T> {
+    const stop = AbortSignal.any([signal, this.life.signal]);
+    for (let attempt = 0; ; attempt++) {
+      if (stop.aborted) throw dvsError('EABORTED', `${what}: given up`);
+      try {
+        return await op();
+      } catch (e) {
+        if (e instanceof DvsError && REFUSED.has(e.code)) throw e;
+        if (attempt === 0 || attempt % 20 === 0) {
+          this.log.warn({ err: e, attempt }, `${what}: the cluster store cannot be reached; retrying`);
+        }
+      }
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, FENCE_RETRY_MS);
+        stop.addEventListener(
+          'abort',
+          () => {
+            clearTimeout(t);
+            resolve();
+          },
+          { once: true },
+        );
+      });
+    }
+  }
+
+  /**
+   * The primary drops `failed` backups in the store (no-op without one). A record with a newer epoch or
+   * another primary means this primary was deposed (a backup was promoted while we were cut off): its
+   * process is killed and the error (ESTALE) goes back to it.
+   */
+  private async dropFenced(l: Local, epoch: number, failed: NodeId[], signal: AbortSignal): Promise<void> {
+    const records = this.records();
+    if (records === undefined) return;
+    const me = this.o.nodeId;
+    const { dc, ep } = l.g;
+    try {
+      await this.fenced('dropping a backup', signal, () =>
+        records.update(dc, ep, (cur) => {
+          if (cur === undefined || cur.primary !== me || cur.epoch !== epoch) throw deposedError(dc, ep, cur);
+          return { ...cur, members: cur.members.filter((b) => !failed.includes(b)) };
+        }),
+      );
+    } catch (e) {
+      if (e instanceof DvsError && e.code === 'ESTALE') await this.deposed(l, records);
+      throw e;
+    }
+  }
+
+  /**
+   * This node's replica of `l` lost its role while the node was cut off (the record says so): take the
+   * record's group and stop the local process, which must not serve (nor be promoted) with what it has.
+   */
+  private async deposed(l: Local, records: ReplRecords): Promise<void> {
+    if (l.deposing) return;
+    l.deposing = true;
+    try {
+      await this.depose(l, records);
+    } finally {
+      l.deposing = false;
+    }
+  }
+
+  private async depose(l: Local, records: ReplRecords): Promise<void> {
+    const { dc, ep } = l.g;
+    const at = await records.get(dc, ep).catch(() => undefined);
+    const me = this.o.nodeId;
+    if (at?.rec.primary !== undefined && at.rec.epoch >= l.g.epoch) {
+      l.g = { ...l.g, primary: at.rec.primary, backups: at.rec.members, epoch: at.rec.epoch };
+    } else {
+      // No record (the group ended meanwhile) or none we can read: this node holds no replica of it.
+      l.g = { ...l.g, backups: l.g.backups.filter((b) => b !== me) };
+    }
+    l.lostAt = undefined;
+    l.state = null;
+    l.cache.clear();
+    this.log.warn({ dc, ep, group: groupInfo(l.g) }, 'replica deposed: the store says another node serves');
+    this.o.events.emit('repl.deposed', `${l.g.dcName}/${ep}`, { dc, ep, node: me, ...groupInfo(l.g) });
+    await this.o.processes.kill(dc, ep, 'SIGKILL', 0).catch(() => undefined);
   }
 
   /** `repl.apply` at a backup node. */
   private async apply(p: unknown, from: NodeId, signal: AbortSignal): Promise<{ ok: true }> {
     const l = this.need(p);
-    const o = p as { seq?: unknown; state?: unknown; client?: unknown; entry?: unknown };
+    const o = p as { seq?: unknown; state?: unknown; client?: unknown; entry?: unknown; epoch?: unknown };
+    if (
+      typeof o.epoch === 'number' &&
+      o.epoch > l.g.epoch &&
+      from !== l.g.primary &&
+      l.g.backups.includes(from)
+    ) {
+      // A backup promoted at a newer epoch while we did not hear of it (its repl.update was lost in a
+      // partition): epochs only grow by promotion, so `from` is the primary now.
+      this.log.info({ dc: l.g.dc, ep: l.g.ep, primary: from, epoch: o.epoch }, 'learnt a newer primary');
+      l.g = { ...l.g, primary: from, backups: l.g.backups.filter((b) => b !== from), epoch: o.epoch };
+      l.lostAt = undefined;
+    }
     if (from !== l.g.primary)
       throw dvsError('ESTALE', `node ${from} is not the primary (node ${l.g.primary})`);
     if (!l.g.backups.includes(this.o.nodeId))
@@ -412,12 +558,61 @@ export class Replication {
 
   // ─────────────────────────── failure and failover ───────────────────────────
 
+  /**
+   * The link to `node` is up again (after a crash or a partition): with a store, every group here is checked
+   * against its record. A change made while this node was cut off (a promotion, a dropped backup) is taken
+   * in, and a replica that lost its role stops its process before serving or being promoted with what it has.
+   */
+  nodeUp(_node: NodeId): void {
+    const records = this.records();
+    if (records === undefined) return;
+    for (const l of this.groups.values()) {
+      const epoch = l.g.epoch;
+      void records
+        .get(l.g.dc, l.g.ep, AbortSignal.timeout(5000))
+        .then(async (at) => {
+          if (l.g.epoch !== epoch || this.groups.get(key(l.g.dc, l.g.ep)) !== l) return; // changed meanwhile
+          await this.reconcile(l, at?.rec, records);
+        })
+        .catch((e: unknown) => this.log.debug({ err: e, dc: l.g.dc, ep: l.g.ep }, 'record check failed'));
+    }
+  }
+
+  /** Takes the store's record of `l` in (see {@link nodeUp}). */
+  private async reconcile(l: Local, rec: ReplRecord | undefined, records: ReplRecords): Promise<void> {
+    const me = this.o.nodeId;
+    const mine = l.g.primary === me || l.g.backups.includes(me);
+    if (rec === undefined || rec.primary === undefined) {
+      if (mine && l.g.primary === me) await this.deposed(l, records);
+      return;
+    }
+    const sameBackups =
+      rec.members.length === l.g.backups.length && rec.members.every((b) => l.g.backups.includes(b));
+    if (rec.epoch === l.g.epoch && rec.primary === l.g.primary && sameBackups) return;
+    if (rec.epoch < l.g.epoch) return;
+    const keeps = rec.primary === me || rec.members.includes(me);
+    if (mine && !keeps) {
+      await this.deposed(l, records);
+      return;
+    }
+    this.log.info(
+      { dc: l.g.dc, ep: l.g.ep, primary: rec.primary, epoch: rec.epoch },
+      'group taken from the store',
+    );
+    l.g = { ...l.g, primary: rec.primary, backups: rec.members, epoch: rec.epoch };
+    l.lostAt = undefined;
+  }
+
   /** The link to `node` is down: groups it was the primary of fail over, its backups leave. */
   nodeDown(node: NodeId): void {
     this.smr.nodeDown(node);
     for (const l of [...this.groups.values()]) {
       if (l.g.primary === node) this.primaryLost(l, node);
-      else if (l.g.backups.includes(node)) this.removeBackup(l, node, false);
+      else if (l.g.backups.includes(node)) {
+        this.removeBackup(l, node, false);
+        // The primary is lost and this backup was next in line (both nodes cut off together): we may be now.
+        if (l.lostAt !== undefined) this.primaryLost(l, l.g.primary);
+      }
     }
   }
 
@@ -429,23 +624,36 @@ export class Replication {
     const me = this.o.nodeId;
     if (l.g.primary === me) {
       this.log.warn({ dc: info.dc, ep: info.ep, pid: info.pid }, 'primary process exited: failing over');
-      const g = l.g;
-      for (const x of this.dcPeers(g.dc)) {
-        this.o.nodeRpc
-          .call(x, 'repl.lost', { dc: g.dc, ep: g.ep, primary: me, epoch: g.epoch }, { timeout: 5000 })
-          .catch((e: unknown) => this.log.debug({ peer: x, err: e }, 'repl.lost not delivered'));
-      }
-      this.primaryLost(l, me);
+      this.primaryExited(l);
     } else if (l.g.backups.includes(me)) {
       this.removeBackup(l, me, true);
     }
   }
 
   private lost(p: unknown): { ok: true } {
+    const o = p as { primary?: unknown; group?: unknown };
+    // The group as the lost primary had it: newer than ours if it was promoted after a failed promotion.
+    if (o.group !== undefined) this.update({ group: o.group });
     const l = this.need(p);
-    const o = p as { primary?: unknown };
     if (typeof o.primary === 'number') this.primaryLost(l, o.primary);
     return { ok: true };
+  }
+
+  /** This node's primary process of `l` is gone: every DC node learns it (with the group), and fails over. */
+  private primaryExited(l: Local): void {
+    const g = l.g;
+    const me = this.o.nodeId;
+    for (const x of this.dcPeers(g.dc)) {
+      this.o.nodeRpc
+        .call(
+          x,
+          'repl.lost',
+          { dc: g.dc, ep: g.ep, primary: me, epoch: g.epoch, group: g },
+          { timeout: 5000 },
+        )
+        .catch((e: unknown) => this.log.debug({ peer: x, err: e }, 'repl.lost not delivered'));
+    }
+    this.primaryLost(l, me);
   }
 
   /** The primary `dead` of group `l` is gone: the first live backup promotes itself; the others wait. */
@@ -471,8 +679,47 @@ export class Replication {
     const g = l.g;
     const me = this.o.nodeId;
     const row = this.o.kernel.endpoints(g.dc).find((e) => e.ep === g.ep && e.kind === 'backup');
+    if (row === undefined) {
+      // No backup process here after all: leave, so the next backup promotes.
+      this.log.warn({ dc: g.dc, ep: g.ep }, 'cannot promote here (no backup process): leaving the group');
+      this.removeBackup(l, me, true);
+      this.primaryLost(l, dead);
+      return;
+    }
+    let epoch = g.epoch + 1;
+    let backups = g.backups.filter((b) => b !== me);
+    const records = this.records();
+    if (records !== undefined) {
+      // The fence: only the side of a partition that reaches the store promotes; its callers wait meanwhile.
+      try {
+        const rec = await this.fenced('promoting a backup', this.life.signal, () =>
+          records.update(g.dc, g.ep, (cur) => {
+            if (
+              cur === undefined ||
+              cur.primary !== dead ||
+              cur.epoch !== g.epoch ||
+              !cur.members.includes(me)
+            )
+              throw deposedError(g.dc, g.ep, cur);
+            return {
+              ...cur,
+              primary: me,
+              members: cur.members.filter((b) => b !== me),
+              epoch: cur.epoch + 1,
+            };
+          }),
+        );
+        epoch = rec.epoch;
+        backups = rec.members;
+      } catch (e) {
+        if (!(e instanceof DvsError && e.code === 'ESTALE')) return; // the daemon stops
+        this.log.warn({ dc: g.dc, ep: g.ep, err: e }, 'not promoted: the store says otherwise');
+        await this.deposed(l, records);
+        return;
+      }
+    }
     const cluster = this.o.cluster();
-    if (row !== undefined && cluster !== undefined) {
+    if (cluster !== undefined) {
       // Before the announcement, as a migration does: the bind hook then finds the entry here. The old
       // entry may be gone already (its lease expired, or its node unbound it): then the bind creates it.
       await cluster.moveEndpoint(g.dc, g.ep, dead, me, row.pid, g.name).catch((e: unknown) => {
@@ -481,18 +728,25 @@ export class Replication {
         }
       });
     }
-    if (g.primary !== dead) return; // someone else's promotion arrived meanwhile
+    // Without a store, someone else's promotion may have arrived meanwhile; with one, the CAS decided.
+    if (records === undefined && l.g.primary !== dead) return;
     try {
       this.o.kernel.promote(Date.now(), g.dc, g.ep);
     } catch (e) {
-      // No backup process here after all: leave, so the next backup promotes.
-      this.log.warn({ dc: g.dc, ep: g.ep, err: e }, 'cannot promote here: leaving the group');
-      this.removeBackup(l, me, true);
-      this.primaryLost(l, dead);
+      this.log.warn({ dc: g.dc, ep: g.ep, err: e }, 'cannot promote here: the backup process went away');
+      if (records === undefined) {
+        // Leave, so the next backup promotes.
+        this.removeBackup(l, me, true);
+        this.primaryLost(l, dead);
+        return;
+      }
+      // The store has us as primary now: fail over from us, as when a primary's process exits.
+      l.g = { ...g, primary: me, backups, epoch };
+      this.primaryExited(l);
       return;
     }
     const ms = l.lostAt === undefined ? 0 : Math.round((performance.now() - l.lostAt) * 100) / 100;
-    l.g = { ...g, primary: me, backups: g.backups.filter((b) => b !== me), epoch: g.epoch + 1 };
+    l.g = { ...g, primary: me, backups, epoch };
     l.lostAt = undefined;
     // The reply cache and state are the process's now; this daemon no longer holds a backup's copy.
     l.state = null;
@@ -524,6 +778,7 @@ export class Replication {
   private removeBackup(l: Local, node: NodeId, tell: boolean): void {
     if (!l.g.backups.includes(node)) return;
     l.g = { ...l.g, backups: l.g.backups.filter((b) => b !== node) };
+    if (l.g.primary === this.o.nodeId) l.unrecorded.add(node);
     if (!tell) return;
     for (const x of this.dcPeers(l.g.dc)) {
       this.o.nodeRpc
@@ -660,4 +915,15 @@ function groupParam(v: unknown): ReplicaGroup {
     backups: g.backups as NodeId[],
     epoch: g.epoch,
   };
+}
+
+/** A fenced change refused: the store's record says this node no longer has the role it acted in. */
+function deposedError(dc: DcId, ep: Endpoint, cur: ReplRecord | undefined): DvsError {
+  return dvsError(
+    'ESTALE',
+    cur === undefined
+      ? `endpoint ${ep} of DC ${dc} is no longer replicated (no record in the cluster store)`
+      : `the cluster store has the group of endpoint ${ep} of DC ${dc} at epoch ${cur.epoch} with primary ${cur.primary ?? 'none'} and backups [${cur.members.join(',')}]`,
+    { dc, ep },
+  );
 }

@@ -14,6 +14,8 @@
  *   dclan/<dc>/<node>   LanMember    durable; that node's container on the DC LAN (MAC, underlay, address)
  *   dcaddr/<dc>/<addr>  {node}       durable; address claims (a txn on createRevision: no two containers
  *                                    of a DC get one address)
+ *   repl/<dc>/<ep>      ReplRecord   durable; a replicated endpoint's primary/backups or replicas, changed
+ *                                    by CAS only (src/node/repl-record.ts: the split-brain fence)
  * ```
  * Numbers are decimal without padding (`/dvs/dir/3/70`). Every prefix a service watches ends in `/`, so
  * `/dvs/dir/1/` never matches `/dvs/dir/12/...`.

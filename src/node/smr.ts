@@ -15,6 +15,17 @@
  *                                R respawns CMD (boot false: it gets a state transfer from the group)
  *   node R down (links):         every node drops R, re-points; the lowest live replica's node picks a
  *                                spare DC node S (up, no replica): smr.update {group + S} ▶ all, smr.spawn ▶ S
+ *
+ *   with a cluster store (/dvs/repl/<dc>/<ep>, src/node/repl-record.ts): the store's record is the replica set
+ *   X: create {members, epoch} ─▶ store, then smr.setup / smr.spawn as above
+ *   node R down: every node re-points and polls the record (every 500 ms until it reads it unchanged)
+ *     lowest live replica L, if it sees more than N/2 replicas live:
+ *       CAS {members - R, epoch + 1} ─▶ store ─ok─▶ smr.update ▶ all
+ *       CAS {members + S, epoch + 1} ─▶ store ─ok─▶ smr.update ▶ all, smr.spawn ▶ S
+ *     store unreachable (minority side): nothing changes, retried every 500 ms
+ *   a node reading a newer record (poll, failed CAS) or getting a newer smr.update adopts it; if its node is
+ *   no longer a member it kills its replica (the others replaced it) and re-points to a member
+ *   group end (run failed): the record is deleted
  * ```
  * The kernels hold callers whose replica is lost (KernelReplicationApi) until they learn another one, then
  * replay their calls there; request ids (sendrecOnce) make the replay harmless (src/sdk/smr.ts).
@@ -30,6 +41,7 @@ import { dvsError } from '../protocol/errors.js';
 import type { SmrStatus } from '../sdk/smr.js';
 import type { AdminContext } from './local-server.js';
 import type { NodeRpcHandler } from './node-rpc.js';
+import { ReplRecords } from './repl-record.js';
 import type { ReplicationOptions } from './replication.js';
 import { callerDc, type ServiceRegistry } from './services.js';
 
@@ -44,7 +56,12 @@ export interface SmrGroup {
   cwd?: string;
   /** Nodes with a replica, ascending. */
   replicas: NodeId[];
-  /** Bumped at every membership change (the highest wins). */
+  /**
+   * The group's fixed size N (`--replicas`): a replica serves only in a view of more than N/2 replicas
+   * (src/sdk/smr.ts). Records of older daemons lack it: their replica count at the time.
+   */
+  size: number;
+  /** Bumped at every membership change (the highest wins); with a store, the record's epoch. */
   epoch: number;
 }
 
@@ -56,6 +73,10 @@ interface Local {
   /** Restarts of the local replica (ms timestamps), for the crash-loop limit. */
   restarts: number[];
   replacing: boolean;
+  /** With a store: the record poll / membership change loop is running ({@link Smr.reconcile}). */
+  reconciling: boolean;
+  /** With a store: this node gave its replica up (crash loop): the loop removes it from the record. */
+  gaveUp: boolean;
 }
 
 const key = (dc: DcId, ep: Endpoint) => `${dc}/${ep}`;
@@ -63,6 +84,34 @@ const key = (dc: DcId, ep: Endpoint) => `${dc}/${ep}`;
 const MAX_RESTARTS = 5;
 const RESTART_WINDOW_MS = 60_000;
 const RESTART_DELAY_MS = 100;
+/** With a store: how often a wanted membership change (or a check of the record) is retried, ms. */
+const RECONCILE_RETRY_MS = 500;
+
+/**
+ * What the record's replica set should become, decided by the node of the lowest live replica (pure):
+ * `drop` the replicas whose node is down (only this node's, if it gave its replica up); else `add` a spare while the group
+ * is below its size; else nothing. Undefined also when this node may not decide: it is not the lowest live
+ * replica, or it sees no more than half of the group's size live (a minority side changes nothing: the
+ * majority side, if any, does; and it could not serve anyway).
+ */
+export function smrChange(o: {
+  me: NodeId;
+  members: NodeId[];
+  size: number;
+  up: (n: NodeId) => boolean;
+  gaveUp: boolean;
+  /** DC nodes that may take a replica (up, not members), ascending. */
+  spares: NodeId[];
+}): { drop: NodeId[] } | { add: NodeId } | undefined {
+  const live = o.members.filter((r) => (r === o.me ? !o.gaveUp : o.up(r)));
+  const dead = o.members.filter((r) => !live.includes(r));
+  // Only itself: others it cannot reach may be the majority side, serving.
+  if (o.gaveUp && o.members.includes(o.me)) return { drop: [o.me] };
+  if (live[0] !== o.me || live.length * 2 <= o.size) return undefined;
+  if (dead.length > 0) return { drop: dead };
+  if (o.members.length < o.size && o.spares[0] !== undefined) return { add: o.spares[0] };
+  return undefined;
+}
 
 /** The daemon's state-machine replication (one per daemon, inside {@link Replication}). */
 export class Smr {
@@ -72,6 +121,8 @@ export class Smr {
   private nextQuery = 1;
   private stopped = false;
   private readonly timers = new Set<NodeJS.Timeout>();
+  /** Aborted at stop: ends the store loops and their calls. */
+  private readonly life = new AbortController();
 
   constructor(private readonly o: ReplicationOptions) {
     this.log = o.logger.child({ component: 'smr' });
@@ -102,6 +153,7 @@ export class Smr {
 
   stop(): void {
     this.stopped = true;
+    this.life.abort();
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
   }
@@ -148,6 +200,10 @@ export class Smr {
     if (typeof p.env === 'object' && p.env !== null) {
       for (const [name, v] of Object.entries(p.env)) if (!name.startsWith('DVS_')) env[name] = String(v);
     }
+    const replicas = [me, ...others.slice(0, n - 1)].sort((a, b) => a - b);
+    const records = this.records();
+    // With a store, the record is the replica set: written first (a store we cannot reach starts nothing).
+    const rec = await records?.create(cfg.id, ep, { mode: 'state-machine', members: replicas }, signal);
     const g: SmrGroup = {
       dc: cfg.id,
       ep,
@@ -156,8 +212,9 @@ export class Smr {
       cmd: p.cmd as string[],
       env,
       ...(typeof p.cwd === 'string' ? { cwd: p.cwd } : {}),
-      replicas: [me, ...others.slice(0, n - 1)].sort((a, b) => a - b),
-      epoch: 1,
+      replicas,
+      size: n,
+      epoch: rec?.epoch ?? 1,
     };
     const peers = others;
     const undo = async () => {
@@ -165,6 +222,9 @@ export class Smr {
         peers.map((x) => this.o.nodeRpc.call(x, 'smr.drop', { dc: g.dc, ep }, { timeout: 5000 })),
       );
       this.drop({ dc: g.dc, ep });
+      await records?.remove(g.dc, ep).catch((e: unknown) => {
+        this.log.warn({ dc: g.dc, ep, err: e }, 'the group record could not be deleted');
+      });
     };
     try {
       this.setup({ group: g });
@@ -194,12 +254,47 @@ export class Smr {
     const g = groupParam((p as { group?: unknown } | null)?.group);
     const have = this.groups.get(key(g.dc, g.ep));
     if (have !== undefined) {
-      if (g.epoch > have.g.epoch) have.g = g;
+      if (g.epoch > have.g.epoch) this.adopt(have, g.replicas, g.epoch, false);
       return { ok: true };
     }
     this.o.kernel.setReplicated(Date.now(), g.dc, g.ep, true);
-    this.groups.set(key(g.dc, g.ep), { g, boot: false, hooked: undefined, restarts: [], replacing: false });
+    this.groups.set(key(g.dc, g.ep), {
+      g,
+      boot: false,
+      hooked: undefined,
+      restarts: [],
+      replacing: false,
+      reconciling: false,
+      gaveUp: false,
+    });
     return { ok: true };
+  }
+
+  /**
+   * A newer replica set (from `smr.update` or, with a store, read from the record): recorded; with a store,
+   * a node no longer in it kills its replica (the others went on without it, maybe replaced it) and every
+   * node whose kernel routes to a non-member re-points. `tell`: pass it on to the DC (learnt from the store).
+   */
+  private adopt(l: Local, replicas: NodeId[], epoch: number, tell: boolean): void {
+    const me = this.o.nodeId;
+    const was = l.g.replicas;
+    l.g = { ...l.g, replicas: [...new Set(replicas)].sort((a, b) => a - b), epoch };
+    if (tell) this.broadcast(l);
+    if (this.records() === undefined) return;
+    if (was.includes(me) && !l.g.replicas.includes(me)) {
+      this.log.warn(
+        { dc: l.g.dc, ep: l.g.ep, replicas: l.g.replicas, epoch, via: tell ? 'store' : 'smr.update' },
+        'this node no longer holds a replica (the store record moved on): killing the local one',
+      );
+      this.o.events.emit('repl.ended', `${l.g.dcName}/${l.g.ep}`, { dc: l.g.dc, ep: l.g.ep, node: me });
+      void this.o.processes.kill(l.g.dc, l.g.ep, 'SIGKILL', 0).catch(() => undefined);
+    }
+    if (this.o.kernel.findDc(l.g.dc) !== undefined) {
+      const row = this.o.kernel.endpoints(l.g.dc).find((e) => e.ep === l.g.ep);
+      if (row !== undefined && row.node !== me && !l.g.replicas.includes(row.node)) this.repoint(l, row.node);
+    }
+    // Below its size, and maybe this node's turn to place a spare.
+    if (l.g.replicas.length < l.g.size) this.reconcile(l);
   }
 
   /** Start a replica of a group here and wait until it is bound as a `replica`. */
@@ -243,7 +338,12 @@ export class Smr {
   onProcessExit(info: ProcessInfo): void {
     const l = this.groups.get(key(info.dc, info.ep));
     const me = this.o.nodeId;
-    if (l === undefined || !l.g.replicas.includes(me)) return;
+    if (l === undefined) return;
+    if (!l.g.replicas.includes(me)) {
+      // A replica retired here (the record dropped this node): local callers go to a member.
+      this.repoint(l, me);
+      return;
+    }
     const g = l.g;
     this.log.warn({ dc: g.dc, ep: g.ep, pid: info.pid, exit: info.exit }, 'replica exited: replacing it');
     for (const x of this.dcPeers(g.dc)) {
@@ -258,6 +358,11 @@ export class Smr {
     if (l.restarts.length >= MAX_RESTARTS) {
       this.log.error({ dc: g.dc, ep: g.ep }, 'replica keeps crashing: not replaced here any more');
       this.o.events.emit('repl.ended', `${g.dcName}/${g.ep}`, { dc: g.dc, ep: g.ep, node: me });
+      if (this.records() !== undefined) {
+        l.gaveUp = true;
+        this.reconcile(l);
+        return;
+      }
       this.changeMembers(
         l,
         g.replicas.filter((r) => r !== me),
@@ -281,8 +386,16 @@ export class Smr {
 
   /** The link to `node` is down: its replicas are gone; the lowest live replica's node places new ones. */
   nodeDown(node: NodeId): void {
+    const fenced = this.records() !== undefined;
     for (const l of [...this.groups.values()]) {
       if (!l.g.replicas.includes(node)) continue;
+      if (fenced) {
+        // The record says who holds a replica: only a CAS of it changes the set (reconcile).
+        this.repoint(l, node);
+        this.o.events.emit('repl.lost', `${l.g.dcName}/${l.g.ep}`, { dc: l.g.dc, ep: l.g.ep, node });
+        this.reconcile(l);
+        continue;
+      }
       l.g = { ...l.g, replicas: l.g.replicas.filter((r) => r !== node), epoch: l.g.epoch + 1 };
       this.repoint(l, node);
       this.o.events.emit('repl.lost', `${l.g.dcName}/${l.g.ep}`, { dc: l.g.dc, ep: l.g.ep, node });
@@ -353,11 +466,167 @@ export class Smr {
   /** A new replica set: recorded here and sent to every DC node (epoch + 1). */
   private changeMembers(l: Local, replicas: NodeId[]): void {
     l.g = { ...l.g, replicas: [...new Set(replicas)].sort((a, b) => a - b), epoch: l.g.epoch + 1 };
+    this.broadcast(l);
+  }
+
+  /** `smr.update` of this node's copy of the group to every reachable DC node. */
+  private broadcast(l: Local): void {
     const msg = { group: l.g };
     for (const x of this.dcPeers(l.g.dc)) {
       this.o.nodeRpc
         .call(x, 'smr.update', msg, { timeout: 5000 })
         .catch((e: unknown) => this.log.debug({ peer: x, err: e }, 'smr.update not delivered'));
+    }
+  }
+
+  // ─────────────────────────── the store fence ───────────────────────────
+
+  /** The store's record keeper, when the node runs with a cluster store. */
+  private records(): ReplRecords | undefined {
+    const store = this.o.cluster()?.clusterStore;
+    return store === undefined ? undefined : new ReplRecords(store);
+  }
+
+  /**
+   * With a store: read the group's record until it agrees with this node's copy and nothing is to change,
+   * every {@link RECONCILE_RETRY_MS}. A newer record is adopted (maybe retiring the local replica); a change
+   * ({@link smrChange}) is a CAS of the record first, then `smr.update` (and `smr.spawn` of a spare). A side
+   * that cannot reach the store keeps its members and retries: it never places a spare. Ends at stop.
+   */
+  private reconcile(l: Local): void {
+    if (l.reconciling || this.stopped) return;
+    l.reconciling = true;
+    void (async () => {
+      const k = key(l.g.dc, l.g.ep);
+      for (let attempt = 0; !this.stopped && this.groups.get(k) === l; attempt++) {
+        try {
+          if (await this.reconcileOnce(l)) return;
+          continue; // changed (or adopted): look again at once
+        } catch (e) {
+          if (attempt % 20 === 0) {
+            this.log.warn({ dc: l.g.dc, ep: l.g.ep, err: e, attempt }, 'replica group record: retrying');
+          }
+        }
+        await sleep(RECONCILE_RETRY_MS, this.life.signal);
+      }
+    })().finally(() => {
+      l.reconciling = false;
+    });
+  }
+
+  /** One round of {@link reconcile}: true when the record and this node agree and nothing is to change. */
+  private async reconcileOnce(l: Local): Promise<boolean> {
+    const records = this.records();
+    if (records === undefined) return true;
+    const { dc, ep } = l.g;
+    const signal = this.life.signal;
+    const at = await records.get(dc, ep, signal);
+    if (this.groups.get(key(dc, ep)) !== l) return true;
+    if (at === undefined) {
+      this.log.warn({ dc, ep }, 'the replica group has no record any more: dropping it here');
+      this.drop({ dc, ep });
+      return true;
+    }
+    if (at.rec.epoch !== l.g.epoch) {
+      if (at.rec.epoch < l.g.epoch) return true; // a record older than ours: written by nobody we know
+      this.adopt(l, at.rec.members, at.rec.epoch, true);
+      return false;
+    }
+    const me = this.o.nodeId;
+    this.ensureRoute(l);
+    const cfg = this.o.kernel.findDc(dc);
+    const change = smrChange({
+      me,
+      members: l.g.replicas,
+      size: l.g.size,
+      up: (n) => this.o.linkUp(n),
+      gaveUp: l.gaveUp,
+      spares: (cfg?.nodes ?? [])
+        .filter((x) => x !== me && this.o.linkUp(x) && !l.g.replicas.includes(x))
+        .sort((a, b) => a - b),
+    });
+    if (change === undefined) {
+      if (l.g.replicas.some((r) => r !== me && !this.o.linkUp(r))) {
+        throw dvsError('EUNAVAIL', 'replicas unreachable: waiting (for them, or for the record to move on)');
+      }
+      if (l.g.replicas.length < l.g.size && l.g.replicas[0] === me) {
+        this.log.warn({ dc, ep, replicas: l.g.replicas }, 'no spare node: running with fewer');
+      }
+      return true;
+    }
+    const next =
+      'drop' in change
+        ? l.g.replicas.filter((r) => !change.drop.includes(r))
+        : [...l.g.replicas, change.add].sort((a, b) => a - b);
+    const epoch = l.g.epoch;
+    if (next.length === 0) {
+      await records.remove(dc, ep, signal);
+      this.drop({ dc, ep });
+      return true;
+    }
+    const rec = await records.update(
+      dc,
+      ep,
+      (cur) => {
+        if (cur === undefined || cur.epoch !== epoch) throw dvsError('ESTALE', 'the record moved on');
+        return { mode: 'state-machine', members: next, epoch: epoch + 1 };
+      },
+      signal,
+    );
+    this.log.info({ dc, ep, replicas: rec.members, epoch: rec.epoch }, 'replica set changed in the store');
+    this.adopt(l, rec.members, rec.epoch, true);
+    if ('add' in change) await this.placeSpare(l, change.add);
+    return false;
+  }
+
+  /**
+   * Without a local replica, route the endpoint to a reachable member: a re-point that found none reachable
+   * (a retired replica's node before its links came back) is made here, on a later round.
+   */
+  private ensureRoute(l: Local): void {
+    const { dc, ep } = l.g;
+    if (this.o.kernel.findDc(dc) === undefined) return;
+    const row = this.o.kernel.endpoints(dc).find((e) => e.ep === ep);
+    if (row !== undefined && row.node === this.o.nodeId && row.kind === 'replica') return;
+    if (row !== undefined && l.g.replicas.includes(row.node) && this.o.linkUp(row.node)) return;
+    this.repoint(l, row?.node ?? this.o.nodeId);
+  }
+
+  /** Start a replica on `spare` (already a member in the record); a failed start gives the place up again. */
+  private async placeSpare(l: Local, spare: NodeId): Promise<void> {
+    const { dc, ep } = l.g;
+    try {
+      await this.o.nodeRpc.call(
+        spare,
+        'smr.spawn',
+        { dc, ep, boot: false },
+        { timeout: (this.o.startTimeoutMs ?? 10_000) + 2000, signal: this.life.signal },
+      );
+      this.log.info({ dc, ep, node: spare }, 'replica placed on a spare node');
+      this.o.events.emit('repl.replaced', `${l.g.dcName}/${ep}`, { dc, ep, node: spare });
+    } catch (e) {
+      this.log.error({ dc, ep, node: spare, err: e }, 'placing a replica failed');
+      const records = this.records();
+      if (records === undefined || this.stopped) return;
+      const epoch = l.g.epoch;
+      const rec = await records
+        .update(
+          dc,
+          ep,
+          (cur) => {
+            if (cur === undefined || cur.epoch !== epoch) throw dvsError('ESTALE', 'the record moved on');
+            return {
+              mode: 'state-machine',
+              members: cur.members.filter((r) => r !== spare),
+              epoch: epoch + 1,
+            };
+          },
+          this.life.signal,
+        )
+        .catch(() => undefined);
+      // Not removed (the store went away, or the record moved on): the next round reads what it says.
+      if (rec !== undefined) this.adopt(l, rec.members, rec.epoch, true);
+      await sleep(RECONCILE_RETRY_MS, this.life.signal);
     }
   }
 
@@ -377,7 +646,10 @@ export class Smr {
 
   // ─────────────────────────── process services ───────────────────────────
 
-  private hooks(p: Record<string, unknown>, ctx: AdminContext): ReplicaGroupInfo & { boot: boolean } {
+  private hooks(
+    p: Record<string, unknown>,
+    ctx: AdminContext,
+  ): ReplicaGroupInfo & { boot: boolean; size: number } {
     const c = ctx.caller;
     if (c === undefined) throw dvsError('EINVAL', 'smr.hooks is for processes');
     if (typeof p.sub !== 'number') throw dvsError('EINVAL', 'smr.hooks: sub');
@@ -392,7 +664,7 @@ export class Smr {
     });
     const boot = l.boot;
     l.boot = false;
-    return { ...groupInfo(l.g), boot };
+    return { ...groupInfo(l.g), boot, size: l.g.size };
   }
 
   private answer(p: Record<string, unknown>, ctx: AdminContext): null {
@@ -521,6 +793,23 @@ function groupParam(v: unknown): SmrGroup {
     env: typeof g.env === 'object' && g.env !== null ? g.env : {},
     ...(typeof g.cwd === 'string' ? { cwd: g.cwd } : {}),
     replicas: g.replicas as NodeId[],
+    size:
+      typeof g.size === 'number' && Number.isInteger(g.size) && g.size > 0
+        ? g.size
+        : (g.replicas as NodeId[]).length,
     epoch: g.epoch,
   };
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
 }

@@ -5,7 +5,7 @@
  *
  * Every replica is a member of one process group of its DC (`dvs.smr.<ep>`, src/sdk/groups.ts). A client's
  * request reaches one replica, its *contact* (the kernel routes it: the replica on the client's node, else
- * one the daemons chose); the contact multicasts it in agreed (total) order; every replica applies every
+ * one the daemons chose); the contact multicasts it in safe (total, stable) order; every replica applies every
  * request in that order; the contact replies. Duplicates (a request replayed at another contact after its
  * first contact died) are recognised at apply time by their {@link sendrecOnce} id, identically at every
  * replica, and answered from the reply cache without being applied twice.
@@ -16,16 +16,28 @@
  * multicasts it in chunks; the joiner restores it, applies what it kept, and is synced. A transfer delivered
  * in another view than the one it was taken at is ignored by everyone (the next view starts a new one).
  *
+ * Partitions (the primary-component rule): the group has a fixed size N (`--replicas`, from the daemon).
+ * A view is *primary* iff it has more than N/2 members ({@link isPrimaryView}); every member decides the
+ * same from the same view. Only primary views apply and reply. A replica in a non-primary view becomes
+ * unsynced (the other side may go on without it) and gets a transfer in its next primary view. Requests are
+ * multicast in `safe` order: one delivered in the regular part of a view is held by every node of the
+ * configuration, so the members on the far side of a cut deliver it too; the `transitional` ones (a view
+ * closing after a loss) are held back and applied only if the next view is primary as well: at most one
+ * side's next view is. A contact keeps each client's request pending until it answers it, and multicasts
+ * again the ones not yet answered whenever it is synced in a new primary view ({@link resendable}).
+ *
  * Request message (group payload), little-endian:
  * ```
  *   0     1     2         6          10       14       18
  *   | 'R' | 1   | client  | session  | seq    | type   | body ...     client: the client's endpoint,
- *   +-----+-----+---------+----------+--------+--------+-----         session 0: no request id (plain sendrec)
+ *   +-----+-----+---------+----------+--------+--------+-----         session, seq: the request id
  * ```
+ * A plain `sendrec` has no id of its own: its contact gives it one (a random session per replica process, a
+ * counter), so its own re-sends are applied once too; session 0 (no id) is still accepted.
  * State chunk: MessagePack `{t: 'S', v: ViewId, to: NodeId[], i: chunk, n: chunks, d: bytes}`; the chunks
  * concatenated are MessagePack `{app, applied, hash, cache: [[client, session, seq, type, payload]], synced}`.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { Packr } from 'msgpackr';
 import type { ViewId } from '../gcs/types.js';
 import type { Endpoint, NodeId, Received } from '../kernel/types.js';
@@ -46,9 +58,39 @@ export const SMR_APPLY_ERROR_TYPE = -2;
 
 const packr = new Packr({ useRecords: false, mapsAsObjects: true });
 const EMPTY = new Uint8Array(0);
+/** A message every member ignores: multicast to learn that a closing configuration is over. */
+const NOOP = new Uint8Array([0x4e]); // 'N'
 const ZERO_HASH = new Uint8Array(32);
 /** Errors of a reply that only mean the client is gone (it gave up, exited, or its node died). */
 const CLIENT_GONE = new Set(['ENOTWAITING', 'ESRCDIED', 'EDSTDIED', 'ENOTCONN', 'ENOTBOUND']);
+
+/**
+ * The primary-component rule: a view of `members` replicas is primary iff they are more than half of the
+ * group's fixed size. Two disjoint views can never both be primary. `size` 0 (a daemon that does not say):
+ * every view is primary, as before the rule.
+ */
+export function isPrimaryView(members: number, size: number): boolean {
+  return size <= 0 || members * 2 > size;
+}
+
+/** A request this replica took as contact and has not answered yet. */
+export interface PendingRequest {
+  session: number;
+  seq: number;
+  /** The request message (as multicast). */
+  msg: Uint8Array;
+  /** Key of the view it was last multicast in (undefined: never). */
+  sentIn: string | undefined;
+}
+
+/**
+ * The pending requests to multicast (again) in view `view`: every one not multicast in it yet. A request
+ * multicast in an earlier view may have been delivered in a non-primary one (not applied), or ordered on
+ * the far side of a cut only; the copy is harmless (its id makes it a duplicate at apply time).
+ */
+export function resendable(pending: Iterable<PendingRequest>, view: string): PendingRequest[] {
+  return [...pending].filter((p) => p.sentIn !== view);
+}
 
 /** The process group of the replicas of endpoint `ep`. */
 export function smrGroupName(ep: Endpoint): string {
@@ -104,6 +146,12 @@ export interface StateMachineHooks {
 export interface SmrStatus {
   node: NodeId;
   synced: boolean;
+  /** The current view is primary (more than half of {@link size} members): requests are applied. */
+  primary: boolean;
+  /** The group's fixed size N (0: unknown, every view primary). */
+  size: number;
+  /** Client requests taken here and not answered yet. */
+  pending: number;
   /** Requests applied since the group started (duplicates not counted). */
   applied: number;
   /** SHA-256 chain over every applied request message, hex: equal at two replicas = same sequence. */
@@ -138,6 +186,7 @@ interface Blob {
 }
 
 const viewKey = (v: ViewId) => `${v.epoch}.${v.coord}.${v.inc}.${v.seq}`;
+type MessageEvent = Extract<GroupEvent, { kind: 'message' }>;
 
 /** This process's part in a state-machine replicated endpoint. Create it with {@link onStateMachine}. */
 export class StateMachine {
@@ -149,10 +198,24 @@ export class StateMachine {
   private syncedSet = new Set<NodeId>();
   private view: GroupView | undefined;
   private firstView = true;
+  /** The current view is primary ({@link isPrimaryView}). */
+  private primary = false;
+  /**
+   * The first replica of the group, synced with the empty state, not yet in a primary view: nothing was
+   * applied anywhere, so a non-primary view does not make it unsynced (the others start after it).
+   */
+  private pristine = false;
   /** Unsynced: requests delivered since the current view, and the transfer being assembled. */
   private kept: SmrRequest[] = [];
-  private keptContact: boolean[] = [];
   private chunks: Uint8Array[] = [];
+  /** Transitional deliveries of the closing view: applied only if the next view is primary too. */
+  private held: MessageEvent[] = [];
+  /** Requests taken as contact and not answered yet, by client (one call at a time per client). */
+  private readonly pending = new Map<Endpoint, PendingRequest>();
+  /** Request ids this contact gives plain sendrec calls. */
+  private readonly plainSession = (randomBytes(4).readUInt32LE(0) | 1) >>> 0;
+  private plainSeq = 0;
+  private resending = false;
   private syncWaiters: (() => void)[] = [];
   private group: Group | undefined;
   private readonly node: NodeId;
@@ -165,6 +228,8 @@ export class StateMachine {
     private readonly hooks: StateMachineHooks,
     /** The daemon started this replica with the group (the first alone in its first view starts empty). */
     private readonly boot: boolean,
+    /** The group's fixed size N (`--replicas`); 0: unknown (every view is primary). */
+    private readonly size = 0,
   ) {
     this.node = dvk.node;
   }
@@ -179,6 +244,9 @@ export class StateMachine {
     return {
       node: this.node,
       synced: this.synced,
+      primary: this.primary,
+      size: this.size,
+      pending: this.pending.size,
       applied: this.applied,
       hash: Buffer.from(this.hash).toString('hex'),
       members: (this.view?.members ?? []).map((m) => m.node).sort((a, b) => a - b),
@@ -224,19 +292,53 @@ export class StateMachine {
         // Replayed after a contact died, and already applied: answer at once.
         const hit = this.cache.get(req.source);
         if (hit !== undefined && hit.session === id.session && hit.seq === id.seq) {
+          this.pending.delete(req.source);
           this.answer(req.source, { type: hit.type, payload: hit.payload });
           continue;
         }
       }
+      if (id === undefined) this.plainSeq = (this.plainSeq + 1) >>> 0;
+      const session = id?.session ?? this.plainSession;
+      const seq = id?.seq ?? this.plainSeq;
       const msg = encodeSmrRequest({
         client: req.source,
-        session: id?.session ?? 0,
-        seq: id?.seq ?? 0,
+        session,
+        seq,
         type: req.type,
         body: id?.body ?? req.payload,
       });
-      await g.multicast(msg, { order: 'agreed' });
+      // A client has one call at a time: a newer request replaces one it gave up on.
+      const p: PendingRequest = { session, seq, msg, sentIn: undefined };
+      this.pending.set(req.source, p);
+      // In a non-primary view it would not be applied: it waits for a primary one (resend).
+      if (!this.primary || this.view === undefined) continue;
+      p.sentIn = viewKey(this.view.id);
+      await g.multicast(msg, { order: 'safe' });
     }
+  }
+
+  /** Synced in a primary view: multicast the pending requests not multicast in it yet. */
+  private resend(): void {
+    if (this.resending || this.group === undefined) return;
+    this.resending = true;
+    const g = this.group;
+    void (async () => {
+      try {
+        while (this.synced && this.primary && this.view !== undefined) {
+          const v = viewKey(this.view.id);
+          const todo = resendable(this.pending.values(), v);
+          if (todo.length === 0) return;
+          for (const p of todo) {
+            p.sentIn = v;
+            await g.multicast(p.msg, { order: 'safe' });
+          }
+        }
+      } catch {
+        // Leaving, or the view changed under us: the next primary view sends them again.
+      } finally {
+        this.resending = false;
+      }
+    })();
   }
 
   /** The replica side: views and ordered messages, one at a time. */
@@ -249,17 +351,36 @@ export class StateMachine {
       await this.onView(ev.view);
       return;
     }
+    if (ev.transitional) {
+      // The other side of a cut may not have it: it counts only if our next view is primary (onView).
+      // The configuration may close without any member of this group lost (no next view): a no-op of
+      // ours delivered after it tells us so.
+      if (this.held.length === 0) this.group?.multicast(NOOP, { order: 'safe' }).catch(() => undefined);
+      this.held.push(ev);
+      return;
+    }
+    if (this.held.length > 0) {
+      // A regular delivery after transitional ones, in the same view: every member moved on together.
+      const held = this.held;
+      this.held = [];
+      for (const h of held) await this.onMessage(h);
+    }
+    await this.onMessage(ev);
+  }
+
+  /** A message delivered in the current view (or a transitional one of it, once the next is primary). */
+  private async onMessage(ev: MessageEvent): Promise<void> {
+    // Nothing delivered in a non-primary view counts: the primary side, if any, goes on without it.
+    if (!this.primary) return;
     const b = ev.payload;
     if (b[0] === SMR_REQUEST_TAG) {
       const r = decodeSmrRequest(b);
       if (r === undefined) return;
-      const contact = ev.sender.node === this.node;
       if (!this.synced) {
         this.kept.push(r);
-        this.keptContact.push(contact);
         return;
       }
-      await this.applyOne(r, b, contact);
+      await this.applyOne(r, b, ev.sender.node === this.node);
       return;
     }
     let m: StateMsg;
@@ -283,23 +404,42 @@ export class StateMachine {
   }
 
   private async onView(v: GroupView): Promise<void> {
+    const members = [...new Set(v.members.map((m) => m.node))];
+    const primary = isPrimaryView(members.length, this.size);
+    // The closing view's transitional deliveries: every member moving on to this view got the same ones, in
+    // the same order, and at most one side of a cut moves on to a primary view.
+    const held = this.held;
+    this.held = [];
+    if (primary) for (const ev of held) await this.onMessage(ev);
     const first = this.firstView;
     this.firstView = false;
     this.view = v;
-    const members = v.members.map((m) => m.node);
-    if (!this.synced) {
-      if (first && this.boot && members.length === 1 && members[0] === this.node) {
-        // The first replica of a new group: the empty state is the group's state.
-        this.syncedSet = new Set([this.node]);
-        this.markSynced();
-        return;
+    this.primary = primary;
+    if (!this.synced && first && this.boot && members.length === 1 && members[0] === this.node) {
+      // The first replica of a new group: the empty state is the group's state.
+      this.pristine = true;
+      this.syncedSet = new Set([this.node]);
+      this.markSynced();
+    }
+    if (!primary) {
+      if (this.synced && !this.pristine) {
+        // The primary side (if any) applies requests without us: our state may fall behind.
+        this.synced = false;
       }
-      // A transfer, if any, is taken at this view: what was kept before it is in the snapshot.
+      this.syncedSet = this.synced ? new Set([this.node]) : new Set();
       this.kept = [];
-      this.keptContact = [];
       this.chunks = [];
       return;
     }
+    this.pristine = false;
+    if (!this.synced) {
+      // A transfer, if any, is taken at this view: what was kept before it is in the snapshot. A primary
+      // view without any synced member (the rule makes it impossible) waits: it never starts empty.
+      this.kept = [];
+      this.chunks = [];
+      return;
+    }
+    this.resend();
     this.syncedSet = new Set(members.filter((n) => this.syncedSet.has(n)));
     const unsynced = members.filter((n) => !this.syncedSet.has(n)).sort((a, b) => a - b);
     const donor = Math.min(...this.syncedSet);
@@ -323,7 +463,7 @@ export class StateMachine {
       for (let i = 0; i < n; i++) {
         const d = bytes.subarray(i * SMR_CHUNK_BYTES, (i + 1) * SMR_CHUNK_BYTES);
         const m: StateMsg = { t: 'S', v, to, i, n, d };
-        await g.multicast(packr.pack(m), { order: 'agreed' });
+        await g.multicast(packr.pack(m), { order: 'safe' });
       }
     } catch {
       // The view changed under us (or we are leaving): the next view's donor sends a new transfer.
@@ -350,14 +490,10 @@ export class StateMachine {
     }
     this.syncedSet = new Set([...blob.synced, ...to]);
     const kept = this.kept;
-    const contact = this.keptContact;
     this.kept = [];
-    this.keptContact = [];
     this.markSynced();
-    for (let i = 0; i < kept.length; i++) {
-      const r = kept[i]!;
-      await this.applyOne(r, encodeSmrRequest(r), contact[i]!);
-    }
+    for (const r of kept) await this.applyOne(r, encodeSmrRequest(r), false);
+    this.resend();
   }
 
   private markSynced(): void {
@@ -367,8 +503,15 @@ export class StateMachine {
     for (const w of ws) w();
   }
 
-  /** Apply ordered request `r` (its message bytes `raw`) unless it is a duplicate; reply if the contact. */
-  private async applyOne(r: SmrRequest, raw: Uint8Array, contact: boolean): Promise<void> {
+  /**
+   * Apply ordered request `r` (its message bytes `raw`) unless it is a duplicate; reply if the client waits
+   * on this replica for it (pending here; `sent`: a message of ours with no id, as older replicas sent).
+   */
+  private async applyOne(r: SmrRequest, raw: Uint8Array, sent: boolean): Promise<void> {
+    const p = this.pending.get(r.client);
+    // Only the request the client waits for: a late copy of an earlier one must not answer a newer call.
+    const contact = r.session === 0 ? sent : p !== undefined && p.session === r.session && p.seq === r.seq;
+    if (contact && r.session !== 0) this.pending.delete(r.client);
     if (r.session !== 0) {
       const hit = this.cache.get(r.client);
       if (hit !== undefined && hit.session === r.session) {
@@ -434,8 +577,9 @@ export async function onStateMachine(
     dvk.service('smr.answer', { id: q.id, status: sm.status() }).catch(() => undefined);
   });
   try {
-    const got = (await dvk.service('smr.hooks', { sub }, opts)) as { boot?: unknown };
-    sm = new StateMachine(dvk, hooks, got.boot === true);
+    const got = (await dvk.service('smr.hooks', { sub }, opts)) as { boot?: unknown; size?: unknown };
+    const size = typeof got.size === 'number' && Number.isInteger(got.size) && got.size > 0 ? got.size : 0;
+    sm = new StateMachine(dvk, hooks, got.boot === true, size);
   } catch (e) {
     dvk.unsubscribe(sub);
     throw e;

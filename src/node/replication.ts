@@ -36,6 +36,15 @@ import { DvsError, dvsError } from '../protocol/errors.js';
 import type { AdminContext } from './local-server.js';
 import type { NodeRpcHandler } from './node-rpc.js';
 import type { DaemonParts } from './parts.js';
+import {
+  dcPeers,
+  type GroupBase,
+  groupBaseParam,
+  groupKey,
+  isNodeList,
+  needGroup,
+  replicaRow,
+} from './repl-common.js';
 import { type ReplRecord, ReplRecords } from './repl-record.js';
 import type { ServiceRegistry } from './services.js';
 import { Smr } from './smr.js';
@@ -45,16 +54,7 @@ export const REPLICATION_MODES = ['primary-backup', 'state-machine'] as const;
 export type ReplicationMode = (typeof REPLICATION_MODES)[number];
 
 /** A replicated endpoint as every node of its DC records it. */
-export interface ReplicaGroup extends ReplicaGroupInfo {
-  dc: DcId;
-  ep: Endpoint;
-  dcName: string;
-  name: string;
-  cmd: string[];
-  /** The user's environment (without DVS_*), given to every replica. */
-  env: Record<string, string>;
-  cwd?: string;
-}
+export interface ReplicaGroup extends ReplicaGroupInfo, GroupBase {}
 
 export interface ReplicationOptions extends DaemonParts {
   /** Is the link to `node` up? */
@@ -99,7 +99,7 @@ const REFUSED = new Set(['ESTALE', 'EPROTO', 'ENOTOWNER']);
 /** Pause between attempts to reach the store for a fenced change, ms. */
 const FENCE_RETRY_MS = 300;
 
-const key = (dc: DcId, ep: Endpoint) => `${dc}/${ep}`;
+const key = groupKey;
 const ROLE_ENV = 'DVS_REPLICA_ROLE';
 const PRIMARY_ENV = 'DVS_REPLICA_PRIMARY';
 
@@ -832,20 +832,8 @@ export class Replication {
     const groups = [...this.groups.values()].filter((l) => l.g.dc === dc);
     if (groups.length === 0) return rows;
     const out: Row[] = rows.filter((r) => !groups.some((l) => l.g.ep === r.ep));
-    const blank = (l: Local, node: NodeId, kind: 'remote' | 'backup'): Row => ({
-      dc,
-      ep: l.g.ep,
-      name: l.g.name,
-      node,
-      pid: -1,
-      kind,
-      flags: kind === 'backup' ? ['REMOTE', 'BACKUP'] : ['REMOTE'],
-      sendTo: null,
-      getFrom: null,
-      queued: 0,
-      pendingNotify: 0,
-      counters: { lclSent: 0, rmtSent: 0, received: 0, notifies: 0, copyBytes: 0 },
-    });
+    const blank = (l: Local, node: NodeId, kind: 'remote' | 'backup'): Row =>
+      replicaRow(l.g, node, kind, kind === 'backup' ? ['REMOTE', 'BACKUP'] : ['REMOTE']);
     for (const l of groups) {
       const replicas = groupInfo(l.g);
       const mine = rows.find((r) => r.ep === l.g.ep && r.kind !== 'backup');
@@ -866,17 +854,11 @@ export class Replication {
 
   /** The group named by params `{dc, ep}` (ENOENT if not recorded here). */
   private need(p: unknown): Local {
-    const o = (p ?? {}) as { dc?: unknown; ep?: unknown };
-    if (typeof o.dc !== 'number' || typeof o.ep !== 'number') throw dvsError('EINVAL', 'repl: dc, ep');
-    const l = this.groups.get(key(o.dc, o.ep));
-    if (l === undefined) throw dvsError('ENOENT', `endpoint ${o.ep} of DC ${o.dc} is not replicated here`);
-    return l;
+    return needGroup(this.groups, p, 'repl');
   }
 
-  /** The other nodes of DC `dc` whose links are up. */
   private dcPeers(dc: DcId): NodeId[] {
-    const cfg = this.o.kernel.findDc(dc);
-    return (cfg?.nodes ?? []).filter((x) => x !== this.o.nodeId && this.o.linkUp(x));
+    return dcPeers(this.o, dc);
   }
 }
 
@@ -886,35 +868,14 @@ function groupInfo(g: ReplicaGroup): ReplicaGroupInfo {
 }
 
 function groupParam(v: unknown): ReplicaGroup {
-  const g = (v ?? {}) as Partial<ReplicaGroup>;
-  const ints = (xs: unknown) => Array.isArray(xs) && xs.every((x) => Number.isInteger(x));
-  if (
-    typeof g.dc !== 'number' ||
-    typeof g.ep !== 'number' ||
-    typeof g.dcName !== 'string' ||
-    typeof g.name !== 'string' ||
-    !Array.isArray(g.cmd) ||
-    !g.cmd.every((a) => typeof a === 'string') ||
-    typeof g.primary !== 'number' ||
-    !ints(g.backups) ||
-    typeof g.epoch !== 'number' ||
-    g.mode !== 'primary-backup'
-  ) {
-    throw dvsError('EINVAL', 'malformed replica group');
-  }
-  return {
-    dc: g.dc,
-    ep: g.ep,
-    dcName: g.dcName,
-    name: g.name,
-    cmd: g.cmd,
-    env: typeof g.env === 'object' && g.env !== null ? g.env : {},
-    ...(typeof g.cwd === 'string' ? { cwd: g.cwd } : {}),
-    mode: g.mode,
-    primary: g.primary,
-    backups: g.backups as NodeId[],
-    epoch: g.epoch,
-  };
+  let pb: Pick<ReplicaGroup, 'primary' | 'backups' | 'epoch'> | undefined;
+  const base = groupBaseParam(v, 'replica group', (g) => {
+    if (typeof g.primary !== 'number' || !isNodeList(g.backups) || typeof g.epoch !== 'number') return false;
+    if (g.mode !== 'primary-backup') return false;
+    pb = { primary: g.primary, backups: g.backups, epoch: g.epoch };
+    return true;
+  });
+  return { ...base, mode: 'primary-backup', ...pb! };
 }
 
 /** A fenced change refused: the store's record says this node no longer has the role it acted in. */

@@ -41,19 +41,21 @@ import { dvsError } from '../protocol/errors.js';
 import type { SmrStatus } from '../sdk/smr.js';
 import type { AdminContext } from './local-server.js';
 import type { NodeRpcHandler } from './node-rpc.js';
+import {
+  dcPeers,
+  type GroupBase,
+  groupBaseParam,
+  groupKey,
+  isNodeList,
+  needGroup,
+  replicaRow,
+} from './repl-common.js';
 import { ReplRecords } from './repl-record.js';
 import type { ReplicationOptions } from './replication.js';
 import { callerDc, type ServiceRegistry } from './services.js';
 
 /** A state-machine replicated endpoint as every node of its DC records it. */
-export interface SmrGroup {
-  dc: DcId;
-  ep: Endpoint;
-  dcName: string;
-  name: string;
-  cmd: string[];
-  env: Record<string, string>;
-  cwd?: string;
+export interface SmrGroup extends GroupBase {
   /** Nodes with a replica, ascending. */
   replicas: NodeId[];
   /**
@@ -79,7 +81,7 @@ interface Local {
   gaveUp: boolean;
 }
 
-const key = (dc: DcId, ep: Endpoint) => `${dc}/${ep}`;
+const key = groupKey;
 /** At most this many restarts of one replica within {@link RESTART_WINDOW_MS}: then it is given up. */
 const MAX_RESTARTS = 5;
 const RESTART_WINDOW_MS = 60_000;
@@ -723,22 +725,7 @@ export class Smr {
       const mine = rows.find((r) => r.ep === l.g.ep && r.kind === 'replica' && r.node === this.o.nodeId);
       for (const n of l.g.replicas) {
         const row: EndpointInfo =
-          n === this.o.nodeId && mine !== undefined
-            ? mine
-            : {
-                dc,
-                ep: l.g.ep,
-                name: l.g.name,
-                node: n,
-                pid: -1,
-                kind: 'replica',
-                flags: ['REMOTE'],
-                sendTo: null,
-                getFrom: null,
-                queued: 0,
-                pendingNotify: 0,
-                counters: { lclSent: 0, rmtSent: 0, received: 0, notifies: 0, copyBytes: 0 },
-              };
+          n === this.o.nodeId && mine !== undefined ? mine : replicaRow(l.g, n, 'replica', ['REMOTE']);
         out.push({ ...row, role: 'replica', replicas });
       }
     }
@@ -746,16 +733,11 @@ export class Smr {
   }
 
   private need(p: unknown): Local {
-    const o = (p ?? {}) as { dc?: unknown; ep?: unknown };
-    if (typeof o.dc !== 'number' || typeof o.ep !== 'number') throw dvsError('EINVAL', 'smr: dc, ep');
-    const l = this.groups.get(key(o.dc, o.ep));
-    if (l === undefined) throw dvsError('ENOENT', `endpoint ${o.ep} of DC ${o.dc} is not replicated here`);
-    return l;
+    return needGroup(this.groups, p, 'smr');
   }
 
   private dcPeers(dc: DcId): NodeId[] {
-    const cfg = this.o.kernel.findDc(dc);
-    return (cfg?.nodes ?? []).filter((x) => x !== this.o.nodeId && this.o.linkUp(x));
+    return dcPeers(this.o, dc);
   }
 }
 
@@ -770,35 +752,15 @@ function groupInfo(g: SmrGroup): ReplicaGroupInfo {
 }
 
 function groupParam(v: unknown): SmrGroup {
-  const g = (v ?? {}) as Partial<SmrGroup>;
-  const ints = (xs: unknown) => Array.isArray(xs) && xs.every((x) => Number.isInteger(x));
-  if (
-    typeof g.dc !== 'number' ||
-    typeof g.ep !== 'number' ||
-    typeof g.dcName !== 'string' ||
-    typeof g.name !== 'string' ||
-    !Array.isArray(g.cmd) ||
-    !g.cmd.every((a) => typeof a === 'string') ||
-    !ints(g.replicas) ||
-    typeof g.epoch !== 'number'
-  ) {
-    throw dvsError('EINVAL', 'malformed state-machine group');
-  }
-  return {
-    dc: g.dc,
-    ep: g.ep,
-    dcName: g.dcName,
-    name: g.name,
-    cmd: g.cmd,
-    env: typeof g.env === 'object' && g.env !== null ? g.env : {},
-    ...(typeof g.cwd === 'string' ? { cwd: g.cwd } : {}),
-    replicas: g.replicas as NodeId[],
-    size:
-      typeof g.size === 'number' && Number.isInteger(g.size) && g.size > 0
-        ? g.size
-        : (g.replicas as NodeId[]).length,
-    epoch: g.epoch,
-  };
+  let sm: Pick<SmrGroup, 'replicas' | 'size' | 'epoch'> | undefined;
+  const base = groupBaseParam(v, 'state-machine group', (g) => {
+    if (!isNodeList(g.replicas) || typeof g.epoch !== 'number') return false;
+    const size =
+      typeof g.size === 'number' && Number.isInteger(g.size) && g.size > 0 ? g.size : g.replicas.length;
+    sm = { replicas: g.replicas, size, epoch: g.epoch };
+    return true;
+  });
+  return { ...base, ...sm! };
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

@@ -24,7 +24,9 @@ import { Counter, type Registry } from 'prom-client';
 import { DvsError } from '../protocol/errors.js';
 import type { JoinAuthority, JoinRequest } from '../security/join-server.js';
 import type { ApiErrorBody } from './errors.js';
+import type { RouteDoc } from './openapi.js';
 import type { App } from './routes.js';
+import { JoinAnswer, JoinBody, JoinCaAnswer } from './schemas.js';
 import { errorAnswer } from './server.js';
 
 /** Path of the join request. */
@@ -34,6 +36,36 @@ export const JOIN_CA_ROUTE = '/api/v1/join/ca';
 /** Largest join request body accepted, bytes (a P-256 CSR is under 1 KiB). */
 export const JOIN_BODY_LIMIT = 16 * 1024;
 const CSR_MAX = 8192;
+
+/**
+ * The join routes in the OpenAPI document: listed by the node that serves them only (an API without the
+ * CA answers them 401/404, so listing them there would document routes that do not exist).
+ */
+export const JOIN_ROUTE_DOCS: RouteDoc[] = [
+  {
+    method: 'GET',
+    url: JOIN_CA_ROUTE,
+    summary: 'The cluster CA certificate and its fingerprint (public; check it against the join token)',
+    tag: 'join',
+    response: JoinCaAnswer,
+    public: true,
+    errors: {},
+  },
+  {
+    method: 'POST',
+    url: JOIN_ROUTE,
+    summary: 'Network join: a node certificate for a CSR, authorised by a one-time join token (its proof)',
+    tag: 'join',
+    body: JoinBody,
+    response: JoinAnswer,
+    public: true,
+    errors: {
+      '400': 'malformed join request (EINVAL): `field` and `reason` say what',
+      '401': 'token unknown, spent, expired or for another node; bad proof; CSR for another node (EAUTH)',
+      '429': 'too many failed joins from this address (EBUSY); see Retry-After',
+    },
+  },
+];
 
 /** What the daemon tells the API about its CA (NodeOptions.caDir). */
 export interface JoinRouteOptions {

@@ -18,6 +18,12 @@ export interface RouteDoc {
   stream?: boolean;
   /** Success status when not the default (201 for POST on a collection, else 200). */
   status?: number;
+  /** Schema of the success answer (default: any JSON object). */
+  response?: TSchema;
+  /** Needs no bearer token (the network join: its own token authorises it). */
+  public?: boolean;
+  /** Error answers, status → description, instead of the API's usual set. */
+  errors?: Record<string, string>;
 }
 
 /** A schema as plain JSON (typebox adds symbol keys that JSON drops anyway). */
@@ -36,6 +42,15 @@ function parameters(s: TSchema | undefined, where: 'path' | 'query') {
     schema,
   }));
 }
+
+/** The error answers of an ordinary route. */
+const DEFAULT_ERRORS: Record<string, string> = {
+  '400': 'invalid request (EINVAL): `field` and `reason` say what',
+  '401': 'missing or wrong bearer token (EAUTH)',
+  '404': 'no such resource (ENOENT)',
+  '409': 'conflict (EEXIST, EBUSY, EBOUND)',
+  '503': 'a node needed is unreachable (ENOTCONN, EUNAVAIL)',
+};
 
 export function buildOpenApi(routes: RouteDoc[]): Record<string, unknown> {
   const paths: Record<string, Record<string, unknown>> = {};
@@ -57,14 +72,19 @@ export function buildOpenApi(routes: RouteDoc[]): Record<string, unknown> {
       responses: {
         [String(r.status ?? (r.method === 'POST' && /\/(dcs|processes)$/.test(r.url) ? 201 : 200))]: r.stream
           ? { description: 'event stream', content: { 'text/event-stream': { schema: { type: 'string' } } } }
-          : { description: 'OK', content: { 'application/json': { schema: { type: 'object' } } } },
-        '400': errorResponse('invalid request (EINVAL): `field` and `reason` say what'),
-        '401': errorResponse('missing or wrong bearer token (EAUTH)'),
-        '404': errorResponse('no such resource (ENOENT)'),
-        '409': errorResponse('conflict (EEXIST, EBUSY, EBOUND)'),
-        '503': errorResponse('a node needed is unreachable (ENOTCONN, EUNAVAIL)'),
+          : {
+              description: 'OK',
+              content: {
+                'application/json': { schema: r.response ? plain(r.response) : { type: 'object' } },
+              },
+            },
+        ...Object.fromEntries(
+          Object.entries(r.errors ?? DEFAULT_ERRORS).map(([status, what]) => [status, errorResponse(what)]),
+        ),
       },
     };
+    // An empty requirement list overrides the document's bearer requirement (OpenAPI 3.1 §4.8.10).
+    if (r.public) op.security = [];
     if (r.body !== undefined) {
       op.requestBody = { required: true, content: { 'application/json': { schema: plain(r.body) } } };
     }
@@ -76,7 +96,10 @@ export function buildOpenApi(routes: RouteDoc[]): Record<string, unknown> {
     info: {
       title: 'dvs REST API',
       version: '1',
-      description: 'The same operations as the dvs CLI. Every path needs `Authorization: Bearer <token>`.',
+      description:
+        'The same operations as the dvs CLI. Every path needs `Authorization: Bearer <token>`, except the ' +
+        'network join (`/api/v1/join`, `/api/v1/join/ca`), listed only by the node that holds the cluster CA ' +
+        'and serves it. A node with TLS credentials serves HTTPS (docs/api.md).',
     },
     servers: [{ url: '/' }],
     security: [{ bearer: [] }],

@@ -66,6 +66,8 @@ export interface RouteContext {
   /** Cleanups of open SSE streams (ended when the server closes). */
   openStreams: Set<() => void>;
   streamsGauge: Gauge | undefined;
+  /** Routes registered elsewhere (the network join) that the OpenAPI document lists too. */
+  extraDocs?: RouteDoc[];
 }
 
 /** Per request: an AbortSignal that fires when the client goes away, so admin calls on its behalf stop too. */
@@ -319,7 +321,7 @@ export function registerRoutes(app: App, ctx: RouteContext): void {
 
   registerMoreRoutes(app, ops, doc);
 
-  const openapi = buildOpenApi(docs);
+  const openapi = buildOpenApi([...docs, ...(ctx.extraDocs ?? [])]);
   app.get(`${P}/openapi.json`, async () => openapi);
 }
 

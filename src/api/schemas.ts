@@ -233,3 +233,32 @@ export const BalanceBody = Type.Object(
   },
   strict,
 );
+
+/**
+ * The network join (join.ts). The POST body is checked by `parseJoinRequest` rather than by fastify, so
+ * that every refusal is counted and logged alike; this schema documents the same rules (a unit test keeps
+ * the two in step).
+ */
+export const JoinBody = Type.Object(
+  {
+    version: Type.Literal(1, { description: 'version of the join request' }),
+    tokenId: Type.String({ pattern: '^[A-Za-z0-9_-]{8}$', description: "the join token's id (not secret)" }),
+    nodeId: NodeIdSchema,
+    csr: Type.String({ maxLength: 8192, description: 'PKCS#10 request, PEM, CN node-<nodeId>' }),
+    proof: Type.String({
+      pattern: '^[0-9a-f]{64}$',
+      description: 'HMAC-SHA256 of the CSR and node id keyed by the token (docs/security.md)',
+    }),
+  },
+  strict,
+);
+/** Answer of `GET /join/ca`. */
+export const JoinCaAnswer = Type.Object({
+  ca: Type.String({ description: 'the cluster CA certificate, PEM' }),
+  fingerprint: Type.String({ description: "its SHA-256 fingerprint, AB:CD:.. (the token's pin)" }),
+});
+/** Answer of `POST /join`. */
+export const JoinAnswer = Type.Object({
+  cert: Type.String({ description: 'the node certificate, PEM' }),
+  ca: Type.String({ description: 'the cluster CA certificate, PEM' }),
+});

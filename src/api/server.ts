@@ -2,11 +2,16 @@
  * The REST API and dashboard server of one node daemon (fastify + typebox), `/api/v1/...`.
  *
  * ```
- *   browser / curl ──HTTP── ApiServer ──routes (routes.ts)──▶ ClusterOps ──AdminCaller──▶ this daemon's admin
- *                              │                                   └──HttpAdminCaller──▶ peers' /api/v1/admin
+ *   browser / curl ──HTTP(S)── ApiServer ──routes (routes.ts)──▶ ClusterOps ──AdminCaller──▶ this daemon's admin
+ *                              │                                 └──`node.call` over the node link──▶ peers' admin
  *                              ├── /api/v1/events/stream (SSE) ◀── EventLog.subscribe
  *                              └── /  the dashboard build (dist/web) via @fastify/static
  * ```
+ *
+ * With {@link ApiOptions.tls} (the daemon's `apiTls`, on by default when the node has TLS credentials) it is
+ * HTTPS only: TLS >= 1.2 (1.3 whenever the client has it), the node's own certificate followed by the cluster
+ * CA's as its chain, no client certificate asked for, no plain-HTTP listener beside it. Clients verify the
+ * chain against the cluster CA (client.ts says exactly what they check).
  *
  * Every `/api/` request needs `Authorization: Bearer <token>` (401 EAUTH otherwise), except
  * `/api/v1/openapi.json` and, on a node holding the CA, the network join (`/api/v1/join`, join.ts: a join
@@ -27,8 +32,9 @@ import { DvsError, dvsError } from '../protocol/errors.js';
 import { parseHostPort } from '../transport/net.js';
 import { bearerToken, isLoopback, tokenMatches } from './auth.js';
 import type { ApiNodes } from './caller.js';
+import { API_TLS_MIN_VERSION } from './client.js';
 import { type ApiErrorBody, httpStatus } from './errors.js';
-import { isJoinPath, type JoinRouteOptions, registerJoinRoutes } from './join.js';
+import { isJoinPath, JOIN_ROUTE_DOCS, type JoinRouteOptions, registerJoinRoutes } from './join.js';
 import { ClusterOps } from './ops.js';
 import { registerRoutes } from './routes.js';
 
@@ -59,6 +65,18 @@ export interface ApiOptions {
   keepAliveMs?: number;
   /** This node holds the cluster CA: serve the network join (`/api/v1/join`, join.ts) from it. */
   join?: JoinRouteOptions;
+  /** Serve HTTPS with these PEM credentials (the node's link credentials); omitted: plain HTTP. */
+  tls?: ApiTlsCredentials;
+}
+
+/** The credentials of an HTTPS API: the node's certificate and key, and the cluster CA sent along as chain. */
+export interface ApiTlsCredentials {
+  /** The cluster CA certificate, PEM (sent after the node's: a joining node pins it, client.ts). */
+  ca: string;
+  /** The node's certificate, PEM (CN node-<id>). */
+  cert: string;
+  /** The node's private key, PEM. */
+  key: string;
 }
 
 /** Where the dashboard build is: dist/web next to dist/src (built) or under the repo (running from src/). */
@@ -77,6 +95,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   }
   const log = opts.logger.child({ component: 'api' });
   const app = Fastify({
+    ...(opts.tls ? { https: httpsOptions(opts.tls) } : {}),
     loggerInstance: log as FastifyBaseLogger,
     disableRequestLogging: true,
     bodyLimit: 1 << 20,
@@ -143,6 +162,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     keepAliveMs: opts.keepAliveMs ?? 15_000,
     openStreams: open,
     streamsGauge: streams,
+    ...(opts.join !== undefined ? { extraDocs: JOIN_ROUTE_DOCS } : {}),
   });
   if (opts.join !== undefined) {
     try {
@@ -170,6 +190,19 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     );
   }
   return app;
+}
+
+/** node:https server options of an HTTPS API. */
+function httpsOptions(c: ApiTlsCredentials) {
+  return {
+    // The chain is leaf + CA: a verifying client needs only the CA (it has it), a joining node finds in it
+    // the CA its token pins (client.ts fetchPinnedCa).
+    cert: `${c.cert.trimEnd()}\n${c.ca.trimEnd()}\n`,
+    key: c.key,
+    minVersion: API_TLS_MIN_VERSION,
+    // Bearer tokens authenticate API clients (browsers included): no client certificate is requested.
+    requestCert: false,
+  } as const;
 }
 
 /** The status and JSON body for anything a handler or fastify threw. Never a stack trace. */
@@ -253,9 +286,14 @@ export class ApiServer {
     return this.bound;
   }
 
-  /** `http://host:port`. */
+  /** `https://host:port` with TLS, else `http://host:port`. */
   get url(): string {
-    return `http://${this.address}`;
+    return `${this.opts.tls ? 'https' : 'http'}://${this.address}`;
+  }
+
+  /** True if the API serves HTTPS. */
+  get secure(): boolean {
+    return this.opts.tls !== undefined;
   }
 
   async start(signal?: AbortSignal): Promise<void> {

@@ -149,6 +149,13 @@ export function buildProgram(io: Io, result: { code: number }): Command {
       'mutual TLS on node links: cluster CA in DIR/ca (made if missing), a certificate per node',
       false,
     )
+    .addOption(
+      new Option('--api-tls <MODE>', 'HTTPS API: auto (with --tls; default), on (needs --tls), off').choices([
+        'auto',
+        'on',
+        'off',
+      ] as const),
+    )
     .addHelpText(
       'after',
       examples([
@@ -174,6 +181,7 @@ export function buildProgram(io: Io, result: { code: number }): Command {
           // The embedded store by default, so the DVK services work out of the box; --no-store opts out.
           ...(o.store === false ? {} : { store: o.store ?? 'embedded' }),
           ...(o.tls ? { tls: true } : {}),
+          ...(o.apiTls !== undefined ? { apiTls: o.apiTls } : {}),
         }),
       ),
     );
@@ -222,6 +230,12 @@ export function buildProgram(io: Io, result: { code: number }): Command {
     .option('--api <HOST:PORT>', 'serve the REST API and the dashboard here (default: off)', hostPortArg)
     .option('--api-token-file <F>', 'file holding the API bearer token (else $DVS_API_TOKEN)')
     .option('--api-insecure-loopback', 'development only: loopback clients of the API need no token')
+    .addOption(
+      new Option(
+        '--api-tls <MODE>',
+        'HTTPS API with the --tls-dir credentials: auto (when there are some; default), on, off',
+      ).choices(['auto', 'on', 'off'] as const),
+    )
     .option('--ca-dir <DIR>', 'this node holds the cluster CA: serve the network join on --api')
     .addOption(
       new Option(
@@ -255,7 +269,10 @@ export function buildProgram(io: Io, result: { code: number }): Command {
     .description("get this node's certificate from the cluster CA with a one-time token (docs/security.md)")
     .requiredOption('--token <TOKEN>', 'join token from dvs ca token')
     .requiredOption('--node-id <N>', 'the node id the certificate is for (0..65535)', nodeIdArg)
-    .option('--via <URL>', 'join over the network: API of the node holding the CA, http://HOST:PORT')
+    .option(
+      '--via <URL>',
+      'join over the network: API of the node holding the CA, https://HOST:PORT (http:// if its API is plain)',
+    )
     .option('--ca-dir <DIR>', 'without --via: the CA directory (default: DIR/ca of the cluster directory)')
     .option('--tls-dir <DIR>', "where this node's credentials go (default: DIR/node<N>/tls)")
     .option('--name <NAME>', 'node name, also a DNS name of the certificate (default node<N>)')
@@ -267,7 +284,7 @@ export function buildProgram(io: Io, result: { code: number }): Command {
       examples([
         'dvs node join --token "$(dvs ca token)" --node-id 2',
         'dvs node join --token dvsjt1-... --node-id 2 --ca-dir /mnt/ca --tls-dir /var/lib/dvs/tls --ip 10.0.0.3',
-        'dvs node join --token dvsjt1-... --node-id 2 --via http://10.0.0.1:8080 --tls-dir /var/lib/dvs/tls --ip 10.0.0.3',
+        'dvs node join --token dvsjt1-... --node-id 2 --via https://10.0.0.1:8080 --tls-dir /var/lib/dvs/tls --ip 10.0.0.3',
         '',
         'The key pair is made here and never leaves this host; only the request goes to the CA.',
         'With --via, the CA is checked against the fingerprint in the token before anything is sent.',
@@ -705,13 +722,14 @@ ${examples(['dvs snapshot create --dc ring --name cut1', 'dvs snapshot create --
   program
     .command('api')
     .description("the REST API's URL and token of the local cluster")
-    .option('--json', 'print {url, token}', false)
+    .option('--json', 'print {url, token, node, ca?} (ca: the CA file to verify an HTTPS API with)', false)
     .option('--node <ID>', 'the API of this node (default: the first)', nodeIdArg)
     .addHelpText(
       'after',
       examples([
         'dvs api',
         'curl -H "Authorization: Bearer $(dvs api --json | jq -r .token)" "$(dvs api --json | jq -r .url)/api/v1/cluster"',
+        'with dvs up --tls the API is HTTPS: add --cacert "$(dvs api --json | jq -r .ca)"',
       ]),
     )
     .action((o) => act(api(ctx, { json: o.json, ...(o.node !== undefined ? { node: o.node } : {}) })));

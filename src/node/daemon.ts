@@ -531,8 +531,17 @@ class Daemon implements NodeDaemon {
     if (o.api === undefined) {
       // The network join is served by the API: a CA directory alone serves nothing.
       if (o.caDir !== undefined) throw dvsError('EINVAL', '--ca-dir (the network join) needs --api');
+      if (o.apiTls === 'on') throw dvsError('EINVAL', '--api-tls on needs --api');
       return;
     }
+    // HTTPS with the node's own link credentials: `auto` exactly when it has them (docs/api.md).
+    if (o.apiTls === 'on' && o.tls === undefined) {
+      throw dvsError('EINVAL', '--api-tls on needs TLS credentials (--tls-dir, from dvs node join)');
+    }
+    const apiTls =
+      o.tls !== undefined && o.apiTls !== 'off'
+        ? await (await import('../security/credentials.js')).loadTlsCredentials(o.tls)
+        : undefined;
     const token =
       o.apiToken ??
       (o.apiTokenFile !== undefined ? await readTokenFile(o.apiTokenFile) : process.env.DVS_API_TOKEN);
@@ -567,16 +576,22 @@ class Daemon implements NodeDaemon {
       ...(token !== undefined ? { token } : {}),
       ...(o.apiInsecureLoopback ? { insecureLoopback: true } : {}),
       ...(o.caDir !== undefined ? { join: { caDir: o.caDir } } : {}),
+      ...(apiTls ? { tls: { ca: apiTls.ca, cert: apiTls.cert, key: apiTls.key } } : {}),
       logger: this.logger,
     });
     await this.api.start();
     this.logger.info(
-      { api: this.api.url, peers: peers.size, insecureLoopback: o.apiInsecureLoopback === true },
+      {
+        api: this.api.url,
+        peers: peers.size,
+        insecureLoopback: o.apiInsecureLoopback === true,
+        tls: apiTls !== undefined,
+      },
       'api started',
     );
   }
 
-  /** `http://host:port` of the REST API, or undefined without `--api`. */
+  /** `http(s)://host:port` of the REST API, or undefined without `--api`. */
   get apiUrl(): string | undefined {
     return this.api?.url;
   }

@@ -76,6 +76,11 @@ export interface NodeOptions {
   /** Development mode, explicit only: loopback clients of the API need no token. */
   apiInsecureLoopback?: boolean;
   /**
+   * HTTPS for the API with this node's `tls` credentials (docs/api.md): `auto` (default) exactly when the
+   * node has `tls`, `on` (EINVAL at start without `tls`), `off` (plain HTTP).
+   */
+  apiTls?: 'auto' | 'on' | 'off';
+  /**
    * The cluster CA directory, on the node that holds it (`dvs ca init`): its API then serves the network
    * join (`/api/v1/join`, docs/security.md). Needs `api`.
    */
@@ -106,4 +111,6 @@ export interface ClusterNode {
   pid: number;
   /** host:port of its REST API and dashboard (dvs up gives every node one on 127.0.0.1). */
   api?: string;
+  /** The API serves HTTPS: path of the cluster CA certificate its clients verify it against. */
+  apiCa?: string;
 }

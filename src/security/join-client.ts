@@ -19,9 +19,17 @@
  *
  * The token's secret never leaves this host and the private key never leaves it either: the wire carries
  * the CSR and a proof good only for that CSR and node id, once.
+ *
+ * Over HTTPS (`--via https://...`, the CA node's API with its TLS credentials, docs/security.md), step 0
+ * comes first: one TLS handshake that sends nothing and looks in the chain the server presents for the CA
+ * whose SHA-256 the token pins (EAUTH if there is none); steps 1 and 2 then run over connections verified
+ * against that CA (src/api/client.ts), so neither the proof nor the CSR goes to a server that is not a
+ * node certified by the pinned CA. Nothing is accepted on the strength of the connection alone: steps 1
+ * and 3 still check the CA and certificate received.
  */
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { chmod, mkdir } from 'node:fs/promises';
+import { type ApiResponse, type ApiTrust, apiRequest, fetchPinnedCa } from '../api/client.js';
 import type { NodeId } from '../kernel/types.js';
 import { DvsError, ERROR_CODES, type ErrorCode } from '../protocol/errors.js';
 import { issueNodeTls, type JoinOptions, type JoinResult, joinWithToken, loadCa } from './ca-dir.js';
@@ -48,7 +56,7 @@ export const JOIN_WIRE_VERSION = 1;
 
 /** Options of {@link joinOverNetwork}. */
 export interface NetworkJoinOptions {
-  /** Base URL of a node's REST API that holds the CA: `http://10.0.0.1:8080`. */
+  /** Base URL of a node's REST API that holds the CA: `https://10.0.0.1:8080` (or `http://` if its API is plain). */
   via: string;
   nodeId: NodeId;
   /** Where the credentials go (created 0700). */
@@ -68,8 +76,13 @@ export interface NetworkJoinOptions {
 export async function joinOverNetwork(token: string, opts: NetworkJoinOptions): Promise<JoinResult> {
   const t = parsePinnedToken(token);
   const base = baseUrl(opts.via);
+  // 0. Over HTTPS, the only trust anchor is the CA the token pins, found in the server's own chain.
+  const trust = base.startsWith('https:')
+    ? { ca: await fetchPinnedCa(base, t.caFingerprint, opts) }
+    : undefined;
+  const callOpts = { ...opts, ...(trust ? { trust } : {}) };
   // 1. Before anything is sent that depends on the token: is this the CA the token pins?
-  const served = await call<{ ca?: unknown }>(base, JOIN_CA_PATH, undefined, opts);
+  const served = await call<{ ca?: unknown }>(base, JOIN_CA_PATH, undefined, callOpts);
   if (typeof served.ca !== 'string')
     throw new DvsError('EPROTO', `${base}${JOIN_CA_PATH} sent no CA certificate`);
   checkPinned(served.ca, t.caFingerprint, base);
@@ -82,7 +95,7 @@ export async function joinOverNetwork(token: string, opts: NetworkJoinOptions): 
     csr: req.csrPem,
     proof: joinProof(pinnedTokenHash(t), opts.nodeId, req.csrPem),
   };
-  const answer = await call<{ cert?: unknown; ca?: unknown }>(base, JOIN_PATH, body, opts);
+  const answer = await call<{ cert?: unknown; ca?: unknown }>(base, JOIN_PATH, body, callOpts);
   if (typeof answer.cert !== 'string' || typeof answer.ca !== 'string') {
     throw new DvsError('EPROTO', `${base}${JOIN_PATH} answered without cert and ca`);
   }
@@ -198,7 +211,7 @@ function baseUrl(via: string): string {
   try {
     u = new URL(via);
   } catch {
-    throw new DvsError('EINVAL', `bad --via URL ${via} (want http://HOST:PORT)`);
+    throw new DvsError('EINVAL', `bad --via URL ${via} (want https://HOST:PORT or http://HOST:PORT)`);
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') {
     throw new DvsError('EINVAL', `bad --via URL ${via}: http:// or https:// only`);
@@ -211,41 +224,30 @@ async function call<T>(
   base: string,
   path: string,
   body: unknown,
-  opts: Pick<NetworkJoinOptions, 'timeoutMs' | 'signal'>,
+  opts: Pick<NetworkJoinOptions, 'timeoutMs' | 'signal'> & { trust?: ApiTrust },
 ): Promise<T> {
-  const timeoutMs = opts.timeoutMs ?? 10_000;
-  const timeout = AbortSignal.timeout(timeoutMs);
-  const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
   const url = `${base}${path}`;
-  let res: Response;
-  let text: string;
+  let res: ApiResponse;
   try {
-    res = await fetch(url, {
+    res = await apiRequest(url, {
       method: body === undefined ? 'GET' : 'POST',
-      signal,
-      ...(body === undefined
-        ? {}
-        : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+      ...(body === undefined ? {} : { body }),
+      ...(opts.trust ? { trust: opts.trust } : {}),
+      timeoutMs: opts.timeoutMs ?? 10_000,
+      ...(opts.signal ? { signal: opts.signal } : {}),
     });
-    text = await res.text();
   } catch (e) {
-    if (opts.signal?.aborted) throw new DvsError('EABORTED', `join via ${base} aborted`);
-    if (timeout.aborted) throw new DvsError('ETIMEDOUT', `no answer from ${base} within ${timeoutMs} ms`);
-    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-    throw new DvsError(
-      'ENOTCONN',
-      `cannot reach ${base}: ${cause?.code ?? cause?.message ?? (e as Error).message}`,
-      undefined,
-      { cause: e },
-    );
+    if (e instanceof DvsError && e.code === 'EABORTED')
+      throw new DvsError('EABORTED', `join via ${base} aborted`);
+    throw e;
   }
   let json: unknown;
   try {
-    json = JSON.parse(text);
+    json = JSON.parse(res.text);
   } catch {
     throw new DvsError('EPROTO', `${url} is not a dvs API (HTTP ${res.status}, not JSON)`);
   }
-  if (res.ok) return json as T;
+  if (res.status >= 200 && res.status < 300) return json as T;
   const err = (json as { error?: { code?: unknown; message?: unknown } }).error;
   // Without --ca-dir the join paths are not exempt from the API token, nor routed: 401 or 404.
   if ((res.status === 404 || res.status === 401) && path === JOIN_CA_PATH) {

@@ -9,14 +9,19 @@ import { readTokenFile } from '../../api/auth.js';
 import type { NodeEvent } from '../../protocol/admin.js';
 import { dvsError } from '../../protocol/errors.js';
 import { type ClusterFileOnDisk, callEach, nodeById, requireCluster, sleep } from '../cluster.js';
-import { type Ctx, interruptSignal } from '../context.js';
+import { type Ctx, dirHint, interruptSignal } from '../context.js';
 import { apiTokenPath } from './cluster.js';
 
+/** Where a script finds a node's API: `ca` (the CA file to verify it with) only when it serves HTTPS. */
+export interface ApiInfo {
+  url: string;
+  token: string;
+  node: number;
+  ca?: string;
+}
+
 /** URL and token of the local cluster's API on `node` (default: the first node that has one). */
-export async function apiInfo(
-  ctx: Ctx,
-  node?: number,
-): Promise<{ url: string; token: string; node: number }> {
+export async function apiInfo(ctx: Ctx, node?: number): Promise<ApiInfo> {
   const cluster = await requireCluster(ctx.dir());
   const n = node === undefined ? cluster.nodes.find((x) => x.api !== undefined) : nodeById(cluster, node);
   if (n?.api === undefined) {
@@ -26,21 +31,28 @@ export async function apiInfo(
     );
   }
   const token = await readTokenFile(apiTokenPath(ctx.dir()));
-  return { url: `http://${n.api}`, token, node: n.id };
+  return n.apiCa === undefined
+    ? { url: `http://${n.api}`, token, node: n.id }
+    : { url: `https://${n.api}`, token, node: n.id, ca: n.apiCa };
 }
 
-/** `dvs api [--json]`. */
+/** `dvs api [--json]`: `{url, token, node, ca?}`, or the same for people with a curl line to try. */
 export async function api(ctx: Ctx, opts: { json: boolean; node?: number }): Promise<number> {
   const info = await apiInfo(ctx, opts.node);
-  if (opts.json) ctx.out.json({ url: info.url, token: info.token });
+  if (opts.json) ctx.out.json(info);
   else {
-    ctx.out.line(`${info.url}/api/v1  (node ${info.node})`);
+    ctx.out.line(`${info.url}/api/v1  (node ${info.node}${info.ca !== undefined ? ', HTTPS' : ''})`);
     ctx.out.line(`token: ${info.token}`);
-    ctx.out.line(
-      `try: curl -H "Authorization: Bearer $(dvs api --json | jq -r .token)" ${info.url}/api/v1/cluster`,
-    );
+    if (info.ca !== undefined) ctx.out.line(`CA:    ${info.ca}`);
+    ctx.out.line(`try: ${curlLine(info, `$(dvs api${dirHint(ctx)} --json | jq -r .token)`)}`);
   }
   return 0;
+}
+
+/** The curl command that reads `/api/v1/cluster` (pure; exported for tests). */
+export function curlLine(info: ApiInfo, token: string): string {
+  const cacert = info.ca !== undefined ? `--cacert "${info.ca}" ` : '';
+  return `curl ${cacert}-H "Authorization: Bearer ${token}" "${info.url}/api/v1/cluster"`;
 }
 
 /** The first `xdg-open` on PATH, if any. */
@@ -56,6 +68,12 @@ export async function dashboard(ctx: Ctx, opts: { open: boolean; node?: number }
   const info = await apiInfo(ctx, opts.node);
   const url = `${info.url}/#token=${info.token}`;
   ctx.out.line(url);
+  if (info.ca !== undefined) {
+    // The browser does not know the cluster CA: it warns until the CA is imported (or the API is HTTP).
+    ctx.out.note(
+      `the dashboard is HTTPS with the cluster's own CA: import ${info.ca} into the browser as a trusted authority`,
+    );
+  }
   if (opts.open) {
     const opener = findOnPath('xdg-open', ctx.out.io.env);
     if (opener === undefined) {

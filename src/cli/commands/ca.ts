@@ -99,7 +99,7 @@ export async function caToken(ctx: Ctx, o: CaTokenOptions): Promise<number> {
     `one-time join token ${t.id} for ${who}, valid until ${expiresAt}; pins CA ${ca.info.fingerprint}`,
   );
   ctx.out.note(
-    `use: dvs node join --token <TOKEN> --node-id ${t.nodeId ?? '<N>'} --via http://<CA node API> --tls-dir <DIR>`,
+    `use: dvs node join --token <TOKEN> --node-id ${t.nodeId ?? '<N>'} --via https://<CA node API> --tls-dir <DIR>   (http:// if that API runs with --api-tls off)`,
   );
   return 0;
 }

@@ -36,6 +36,8 @@ export interface UpOptions {
   store?: string;
   /** Mutual TLS on node links: a cluster CA in DIR/ca (made if missing) and a certificate per node. */
   tls?: boolean;
+  /** HTTPS API of every node (`auto`: with `tls`, the default; `on` needs `tls`; `off`: plain HTTP). */
+  apiTls?: 'auto' | 'on' | 'off';
 }
 
 export interface DownOptions {
@@ -125,6 +127,9 @@ export async function up(ctx: Ctx, opts: UpOptions): Promise<number> {
     }
   }
 
+  if (opts.apiTls === 'on' && !opts.tls) {
+    throw dvsError('EINVAL', "--api-tls on needs --tls (the API serves the nodes' certificates)");
+  }
   const n = opts.nodes;
   // Links P.., metrics P+N.., REST API P+2N.. (every node serves the API and the dashboard).
   const ports = await pickPorts(3 * n, opts.basePort);
@@ -160,6 +165,10 @@ export async function up(ctx: Ctx, opts: UpOptions): Promise<number> {
         nodes.map((x) => x.id),
       )
     : undefined;
+  // An HTTPS API is recorded with the CA its clients verify it against (dvs api --json gives it to scripts).
+  if (tlsDirs && opts.apiTls !== 'off') {
+    for (const x of nodes) x.apiCa = join(tlsDirs.get(x.id)!, 'ca.crt');
+  }
   // Flags meant for this process (a test runner, an inspector) must not leak into the daemons.
   const execArgv = process.execArgv.filter((a) => !/^--(test|inspect|watch)/.test(a));
 
@@ -198,6 +207,7 @@ export async function up(ctx: Ctx, opts: UpOptions): Promise<number> {
           node.api!,
           '--api-token-file',
           tokenFile,
+          ...(opts.apiTls !== undefined ? ['--api-tls', opts.apiTls] : []),
         ];
         const child = spawn(process.execPath, args, {
           detached: true,
@@ -305,7 +315,10 @@ function printBanner(ctx: Ctx, cluster: ClusterFileOnDisk, token: string): void 
   const api = cluster.nodes[0]?.api;
   if (api !== undefined) {
     out.line('');
-    out.line(`REST API and dashboard on every node, e.g. http://${api}/ (dvs dashboard${d} prints a link)`);
+    const scheme = cluster.nodes[0]?.apiCa !== undefined ? 'https' : 'http';
+    out.line(
+      `REST API and dashboard on every node, e.g. ${scheme}://${api}/ (dvs dashboard${d} prints a link; dvs api${d} a curl line)`,
+    );
     out.line(`API token (shown once; kept in ${apiTokenPath(ctx.dir())}, mode 0600): ${token}`);
   }
   out.line('');

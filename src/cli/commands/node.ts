@@ -32,6 +32,8 @@ export interface NodeStartOptions {
   api?: string;
   apiTokenFile?: string;
   apiInsecureLoopback?: boolean;
+  /** HTTPS API with the --tls-dir credentials: `auto` (default: when there are some), `on`, `off`. */
+  apiTls?: 'auto' | 'on' | 'off';
   /** This node holds the cluster CA: its API serves the network join (`dvs node join --via`). */
   caDir?: string;
   /** DC isolation: containers when root (`auto`, the default) or plain processes (`off`). */
@@ -59,6 +61,7 @@ export function nodeOptionsOf(o: NodeStartOptions): NodeOptions {
     ...(o.api !== undefined ? { api: o.api } : {}),
     ...(o.apiTokenFile !== undefined ? { apiTokenFile: o.apiTokenFile } : {}),
     ...(o.apiInsecureLoopback ? { apiInsecureLoopback: true } : {}),
+    ...(o.apiTls !== undefined ? { apiTls: o.apiTls } : {}),
     ...(o.caDir !== undefined ? { caDir: o.caDir } : {}),
     ...(o.isolation !== undefined ? { isolation: o.isolation } : {}),
   };

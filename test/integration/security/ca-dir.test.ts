@@ -6,33 +6,17 @@ import assert from 'node:assert/strict';
 import { chmod, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { nodeOptionsOf } from '../../../src/cli/commands/node.js';
-import { main } from '../../../src/cli/main.js';
 import { DvsError } from '../../../src/protocol/errors.js';
 import { initCa, issueNodeTls, joinWithToken, loadCa } from '../../../src/security/ca-dir.js';
 import { loadTlsCredentials } from '../../../src/security/credentials.js';
 import { caDirOf, tlsPathsIn } from '../../../src/security/paths.js';
 import { createJoinToken } from '../../../src/security/tokens.js';
+import { cli } from './helpers.js';
 
 const code = (c: string) => (e: unknown) => e instanceof DvsError && e.code === c;
 const mode = async (p: string) => (await stat(p)).mode & 0o777;
-
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = '';
-  let err = '';
-  stdout.on('data', (d: Buffer) => {
-    out += d.toString();
-  });
-  stderr.on('data', (d: Buffer) => {
-    err += d.toString();
-  });
-  const c = await main(args, { stdout, stderr, env: {}, cwd: tmpdir() });
-  return { code: c, stdout: out, stderr: err };
-}
 
 describe('CA directory', () => {
   let dir: string;

@@ -11,14 +11,11 @@ import { createServer, request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { nodeOptionsOf } from '../../../src/cli/commands/node.js';
-import { main } from '../../../src/cli/main.js';
 import type { DcConfig } from '../../../src/kernel/types.js';
 import { type NodeDaemon, startNode } from '../../../src/node/daemon.js';
 import type { PeerConfig } from '../../../src/protocol/admin.js';
-import { DvsError } from '../../../src/protocol/errors.js';
 import { AdminClient } from '../../../src/sdk/admin.js';
 import { connect, type Dvk } from '../../../src/sdk/index.js';
 import { initCa } from '../../../src/security/ca-dir.js';
@@ -28,31 +25,11 @@ import { createPinnedToken } from '../../../src/security/join-token.js';
 import { tlsPathsIn } from '../../../src/security/paths.js';
 import { createCa, createNodeRequest, fingerprintOf } from '../../../src/security/pki.js';
 import { check, freePorts } from '../harness.js';
+import { cli, code } from './helpers.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 const API_TOKEN = 'c'.repeat(64);
-const code = (c: string, re?: RegExp) => (e: unknown) => {
-  assert.ok(e instanceof DvsError, String(e));
-  assert.equal(e.code, c, e.message);
-  if (re) assert.match(e.message, re);
-  return true;
-};
-
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = '';
-  let err = '';
-  stdout.on('data', (d: Buffer) => {
-    out += d.toString();
-  });
-  stderr.on('data', (d: Buffer) => {
-    err += d.toString();
-  });
-  const c = await main(args, { stdout, stderr, env: {}, cwd: tmpdir() });
-  return { code: c, stdout: out, stderr: err };
-}
 
 describe('network join', () => {
   let dir: string;
@@ -115,7 +92,9 @@ describe('network join', () => {
       tlsDir(0),
     ]);
     assert.equal(own.code, 0, own.stderr);
-    await start(0, { api: `127.0.0.1:${ports[3]}`, apiToken: API_TOKEN, caDir });
+    // Plain HTTP on purpose (the join over HTTPS is in test/integration/api/https.test.ts): the man in the
+    // middle below relays HTTP.
+    await start(0, { api: `127.0.0.1:${ports[3]}`, apiToken: API_TOKEN, caDir, apiTls: 'off' });
     apiUrl = `http://127.0.0.1:${ports[3]}`;
   });
 

@@ -283,6 +283,10 @@ describe('REST API (inject, fake admin)', () => {
     const body = spec.paths['/api/v1/dcs'].post.requestBody.content['application/json'].schema;
     assert.deepEqual(body.required, ['name']);
     assert.equal(body.additionalProperties, false);
+    // The network join is listed only by the node that serves it (test/unit/api/join-openapi.test.ts).
+    assert.equal(spec.paths['/api/v1/join'], undefined);
+    assert.equal(spec.paths['/api/v1/join/ca'], undefined);
+    assert.equal((await app.inject({ method: 'GET', url: '/api/v1/join/ca' })).statusCode, 401);
   });
 
   test('requests are counted in dvs_api_requests_total', async () => {

@@ -51,9 +51,11 @@ describe('dvs api / dvs dashboard', () => {
       pid: 0,
       api: `127.0.0.1:${7200 + id}`,
     });
+    // Node 2's API is HTTPS (dvs up --tls): the cluster file records the CA its clients verify it with.
+    const tlsNode = { ...node(2), apiCa: join(dir, 'node2', 'tls', 'ca.crt') };
     await writeFile(
       join(dir, 'cluster.json'),
-      JSON.stringify({ version: 1, createdAt: 0, nodes: [node(0), node(1)] }),
+      JSON.stringify({ version: 1, createdAt: 0, nodes: [node(0), node(1), tlsNode] }),
     );
   });
   after(() => rm(dir, { recursive: true, force: true }));
@@ -65,10 +67,10 @@ describe('dvs api / dvs dashboard', () => {
     assert.equal(await readTokenFile(join(dir, 'api-token')), token);
   });
 
-  test('dvs api --json prints {url, token} of the first node, --node picks another', async () => {
+  test('dvs api --json prints {url, token, node} of the first node, --node picks another', async () => {
     const r = await dvs(dir, 'api', '--json');
     assert.equal(r.code, 0, r.stderr);
-    assert.deepEqual(JSON.parse(r.stdout), { url: 'http://127.0.0.1:7200', token });
+    assert.deepEqual(JSON.parse(r.stdout), { url: 'http://127.0.0.1:7200', token, node: 0 });
     const r1 = await dvs(dir, 'api', '--json', '--node', '1');
     assert.equal(JSON.parse(r1.stdout).url, 'http://127.0.0.1:7201');
     const bad = await dvs(dir, 'api', '--node', '5');
@@ -81,6 +83,29 @@ describe('dvs api / dvs dashboard', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout.trim(), `http://127.0.0.1:7200/#token=${token}`);
     assert.match(r.stderr, /xdg-open is not installed/);
+  });
+
+  test('an HTTPS API: --json adds the CA file; the human output prints the curl line with --cacert', async () => {
+    const ca = join(dir, 'node2', 'tls', 'ca.crt');
+    const r = await dvs(dir, 'api', '--json', '--node', '2');
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), { url: 'https://127.0.0.1:7202', token, node: 2, ca });
+    const human = await dvs(dir, 'api', '--node', '2');
+    assert.equal(human.code, 0, human.stderr);
+    assert.ok(
+      human.stdout.includes(
+        `try: curl --cacert "${ca}" -H "Authorization: Bearer $(dvs api --dir ${dir} --json | jq -r .token)" "https://127.0.0.1:7202/api/v1/cluster"\n`,
+      ),
+      human.stdout,
+    );
+    const plain = await dvs(dir, 'api');
+    assert.match(
+      plain.stdout,
+      /^try: curl -H "Authorization: Bearer .*" "http:\/\/127\.0\.0\.1:7200\/api\/v1\/cluster"$/m,
+    );
+    const dash = await dvs(dir, 'dashboard', '--node', '2');
+    assert.equal(dash.stdout.trim(), `https://127.0.0.1:7202/#token=${token}`);
+    assert.match(dash.stderr, /import .*ca\.crt into the browser/);
   });
 
   test('without a cluster dvs api fails with a clear error', async () => {
@@ -109,5 +134,7 @@ describe('dvs node start --api options', () => {
     assert.equal(on.api, '127.0.0.1:8080');
     assert.equal(on.apiTokenFile, '/tmp/t');
     assert.equal(on.apiInsecureLoopback, true);
+    assert.equal(on.apiTls, undefined);
+    assert.equal(nodeOptionsOf({ ...base, api: '127.0.0.1:8080', apiTls: 'off' }).apiTls, 'off');
   });
 });

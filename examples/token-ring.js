@@ -39,6 +39,21 @@ console.log(
 );
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// The injected tokens go out with send() whatever the mode: it fails at once while the next process is not
+// bound yet, and returns once that process has the token. A post() to it would fail later, reported by a
+// later post(), and the token it carried would be gone from the ring.
+for (let first = restored ? 0 : inject; first > 0; ) {
+  held--;
+  try {
+    await dvk.send(next, { type: TOKEN });
+    passes++;
+    first--;
+  } catch (e) {
+    held++;
+    console.log(`first pass to ${next} failed (${e.code ?? e}), retrying`);
+    await sleep(100);
+  }
+}
 for (;;) {
   while (held > 0) {
     held--;

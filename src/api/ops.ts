@@ -599,6 +599,24 @@ export class ClusterOps {
     );
   }
 
+  /** End replicated endpoint `ep` everywhere, through a node that runs one of its replicas. */
+  async killGroup(
+    dc: DcRow,
+    ep: number,
+    req: { signal?: string; graceMs?: number },
+    signal: AbortSignal,
+  ): Promise<AdminMethods['proc.killGroup']['result']> {
+    const p = await this.findProcess(dc, ep, signal);
+    const graceMs = req.graceMs ?? 3000;
+    return this.callOn(
+      p.node,
+      'proc.killGroup',
+      { dc: dc.id, ep, graceMs, ...(req.signal !== undefined ? { signal: req.signal } : {}) },
+      signal,
+      graceMs + 15_000,
+    );
+  }
+
   /** Live-migrate the endpoint `ep` (and its process) to node `to` (src/node/migration.ts). */
   async migrate(dc: DcRow, ep: number, to: NodeId, signal: AbortSignal): Promise<MigrationResult> {
     const p = await this.findProcess(dc, ep, signal);

@@ -13,6 +13,7 @@
  * | GET | /dcs/{dc}/endpoints | `dvs ep ls` |
  * | GET, POST | /dcs/{dc}/processes | processes of the DC; `dvs run` |
  * | POST | /dcs/{dc}/processes/{ep}/kill | `dvs kill` |
+ * | POST | /dcs/{dc}/processes/{ep}/kill-replicas | `dvs kill --replicas` |
  * | POST | /dcs/{dc}/processes/{ep}/migrate | `dvs migrate` |
  * | GET | /dcs/{dc}/processes/{ep}/logs | `dvs logs` |
  * | GET | /processes | every process |
@@ -227,6 +228,23 @@ export function registerRoutes(app: App, ctx: RouteContext): void {
     async (req) => {
       const signal = clientSignal(req);
       return ops.kill(await ops.dc(req.params.dc, signal), req.params.ep, req.body ?? {}, signal);
+    },
+  );
+
+  doc({
+    method: 'POST',
+    url: `${P}/dcs/:dc/processes/:ep/kill-replicas`,
+    summary: 'End a replicated endpoint: signal every replica, no failover (dvs kill --replicas)',
+    tag: 'processes',
+    params: DcEpParams,
+    body: KillBody,
+  });
+  app.post(
+    `${P}/dcs/:dc/processes/:ep/kill-replicas`,
+    { schema: { params: DcEpParams, body: KillBody } },
+    async (req) => {
+      const signal = clientSignal(req);
+      return ops.killGroup(await ops.dc(req.params.dc, signal), req.params.ep, req.body ?? {}, signal);
     },
   );
 

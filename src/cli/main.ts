@@ -482,12 +482,32 @@ export function buildProgram(io: Io, result: { code: number }): Command {
     .requiredOption('--ep <N>', 'endpoint number', epArg)
     .addOption(new Option('--signal <SIG>', 'signal name or number').default('SIGTERM').argParser(signalArg))
     .addOption(new Option('--grace <MS>', 'then SIGKILL after this long').default(3000).argParser(msArg))
+    .option(
+      '--replicas',
+      'a replicated endpoint: stop every replica and end the group (without it, killing the primary fails over)',
+      false,
+    )
     .option('--json', 'print the exited process as JSON', false)
     .addHelpText(
       'after',
-      examples(['dvs kill --dc demo --ep 100', 'dvs kill --dc demo --ep 100 --signal INT']),
+      examples([
+        'dvs kill --dc demo --ep 100',
+        'dvs kill --dc demo --ep 100 --signal INT',
+        'dvs kill --dc demo --ep 100 --replicas   # every replica of a --replicas endpoint',
+      ]),
     )
-    .action((o) => act(kill(ctx, { dc: o.dc, ep: o.ep, signal: o.signal, graceMs: o.grace, json: o.json })));
+    .action((o) =>
+      act(
+        kill(ctx, {
+          dc: o.dc,
+          ep: o.ep,
+          signal: o.signal,
+          graceMs: o.grace,
+          json: o.json,
+          replicas: o.replicas,
+        }),
+      ),
+    );
 
   program
     .command('migrate')

@@ -173,6 +173,7 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi, 
       if (e.node !== node) continue;
       if (e.kind === 'backup') {
         this.releaseRemote(e);
+        e.primaryGone = true;
         continue;
       }
       this.unbindRemote(e);
@@ -284,6 +285,7 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi, 
       e.node = primary;
       e.pid = opts.pid;
       e.nodeDown = this.down.has(primary);
+      e.primaryGone = false;
       if (opts.name !== undefined) e.name = opts.name;
     } else if (existing?.kind === 'local' && existing.waitBind) {
       if (existing.pid !== opts.pid) {
@@ -829,6 +831,7 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi, 
     const node = e.node;
     this.releaseRemote(e);
     if (e.kind !== 'backup') dc.eps.delete(e.ep);
+    else e.primaryGone = true;
     this.startFailover(dc, e.ep);
     for (const c of [...this.ops.values()]) {
       if (c.ep.dc === dc && c.peer === e.ep && c.node === node && c.state === St.Remote) {
@@ -1583,6 +1586,12 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi, 
       p.ep = null;
       e.proc = null;
     }
+    if (e.kind === 'backup' && e.primaryGone) {
+      // Neither the primary nor its backup is left here (a group ended, or lost both): nothing to know.
+      dc.eps.delete(e.ep);
+      this.copy.epGone(e);
+      return;
+    }
     if (e.kind === 'backup') {
       // The primary still lives: revert to plain knowledge of it.
       e.kind = 'remote';
@@ -2096,6 +2105,7 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi, 
     if (e.kind === 'backup') {
       // The primary died; the backup stays (promotion is a later step).
       this.releaseRemote(e);
+      e.primaryGone = true;
       return;
     }
     this.unbindRemote(e);
@@ -2158,6 +2168,7 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi, 
     e.name = desc.name;
     e.nodeDown = false;
     e.forgotten = false;
+    e.primaryGone = false;
     if (dc.replicated.has(desc.ep) && old !== node) {
       // A new primary: the old one is gone, whether or not its unbind (or nodeDown) reached us yet.
       for (const c of [...this.ops.values()]) {

@@ -67,6 +67,11 @@ export class Ep {
   migrating = false;
   /** Remote entry the directory dropped while its node's link was up: removed if that node goes down. */
   forgotten = false;
+  /**
+   * Backup entry whose primary was unbound (or left the DC) and no successor learned: when the backup's own
+   * process goes, there is no primary to fall back to, and the entry goes with it.
+   */
+  primaryGone = false;
 
   /** Messages queued to this (local) endpoint, one FIFO for every kind. */
   readonly inbox = new Inbox();

@@ -769,6 +769,12 @@ class Daemon implements NodeDaemon {
           return this.replication.run({ ...p, ep: endpointParam(p.ep), replicas: p.replicas ?? 1 }, signal);
         }
         return this.run(p);
+      case 'proc.killGroup': {
+        const dc = this.dc(dcRef(p.dc));
+        const signalName = p.signal === undefined ? 'SIGTERM' : String(p.signal);
+        const graceMs = p.graceMs === undefined ? 3000 : numberParam(p.graceMs, 'graceMs', 0, 600_000);
+        return this.replication.end(dc.id, endpointParam(p.ep), { signal: signalName, graceMs }, signal);
+      }
       case 'proc.kill': {
         const dc = this.dc(dcRef(p.dc));
         const ep = endpointParam(p.ep);

@@ -148,6 +148,7 @@ export class Replication {
       'repl.update': async (_m, p) => this.update(p),
       'repl.leave': async (_m, p) => this.leave(p),
       'repl.drop': async (_m, p) => this.drop(p),
+      'repl.end': (_m, p) => this.endHere(p),
     };
   }
 
@@ -264,6 +265,65 @@ export class Replication {
       await undo();
       throw e;
     }
+  }
+
+  /**
+   * `dvs kill --replicas`: ends replicated endpoint `ep` of `dc` (either mode) everywhere. With a store its
+   * record is deleted first, so no node can promote or replace a replica after that (a store that cannot
+   * be reached fails the call, nothing changed); then every DC node forgets the group (callers still held
+   * for it fail with EDSTDIED) and signals its replica. Nodes that cannot be told are listed; their replicas
+   * stop when their links come back and the record is found gone.
+   */
+  async end(
+    dc: DcId,
+    ep: Endpoint,
+    how: { signal: string; graceMs: number },
+    signal: AbortSignal,
+  ): Promise<{ processes: ProcessInfo[]; unreachable: NodeId[] }> {
+    const cfg = this.o.kernel.findDc(dc);
+    if (!this.groups.has(key(dc, ep)) && !this.smr.has(dc, ep)) {
+      throw dvsError('ENOENT', `endpoint ${ep} of DC '${cfg?.name ?? dc}' is not replicated`, { dc, ep });
+    }
+    await this.records()?.remove(dc, ep, signal);
+    const others = (cfg?.nodes ?? []).filter((x) => x !== this.o.nodeId);
+    const params = { dc, ep, signal: how.signal, graceMs: how.graceMs };
+    const [mine, ...theirs] = await Promise.allSettled([
+      this.endHere(params),
+      ...others.map((x) =>
+        this.o.linkUp(x)
+          ? this.o.nodeRpc.call(x, 'repl.end', params, { signal, timeout: how.graceMs + 5000 })
+          : Promise.reject(dvsError('ENOTCONN', `node ${x} is down`)),
+      ),
+    ]);
+    const processes: ProcessInfo[] = [];
+    const unreachable: NodeId[] = [];
+    for (const [i, r] of [mine, ...theirs].entries()) {
+      const node = i === 0 ? this.o.nodeId : others[i - 1]!;
+      if (r?.status === 'fulfilled') {
+        const info = (r.value as { process: ProcessInfo | null }).process;
+        if (info !== null) processes.push(info);
+      } else {
+        this.log.warn({ dc, ep, node, err: r?.reason }, 'could not end the replica group on a node');
+        unreachable.push(node);
+      }
+    }
+    this.log.info({ dc, ep, processes: processes.length, unreachable }, 'replicated endpoint ended');
+    this.o.events.emit('repl.ended', `${cfg?.name ?? dc}/${ep}`, { dc, ep, by: 'kill' });
+    return { processes, unreachable };
+  }
+
+  /** This node's part of {@link end}: forget the group, signal the local replica (if any). */
+  private async endHere(p: unknown): Promise<{ process: ProcessInfo | null }> {
+    const o = (p ?? {}) as { dc?: unknown; ep?: unknown; signal?: unknown; graceMs?: unknown };
+    if (typeof o.dc !== 'number' || typeof o.ep !== 'number') throw dvsError('EINVAL', 'repl.end: dc, ep');
+    const { dc, ep } = { dc: o.dc, ep: o.ep };
+    this.drop({ dc, ep });
+    this.smr.end(dc, ep);
+    const info = this.o.processes.get(dc, ep);
+    if (info === undefined || info.exit !== null) return { process: null };
+    const sig = typeof o.signal === 'string' ? o.signal : 'SIGTERM';
+    const graceMs = typeof o.graceMs === 'number' ? o.graceMs : 3000;
+    return { process: await this.o.processes.kill(dc, ep, sig, graceMs) };
   }
 
   /** Record a group (every DC node) and tell the kernel. */
@@ -583,7 +643,10 @@ export class Replication {
     const me = this.o.nodeId;
     const mine = l.g.primary === me || l.g.backups.includes(me);
     if (rec === undefined || rec.primary === undefined) {
-      if (mine && l.g.primary === me) await this.deposed(l, records);
+      // No record: the group was ended (`dvs kill --replicas`) while this node was cut off.
+      this.log.warn({ dc: l.g.dc, ep: l.g.ep }, 'the replica group has no record any more: ending it here');
+      this.drop({ dc: l.g.dc, ep: l.g.ep });
+      if (mine) await this.o.processes.kill(l.g.dc, l.g.ep, 'SIGKILL', 0).catch(() => undefined);
       return;
     }
     const sameBackups =

@@ -632,15 +632,23 @@ export class Smr {
     }
   }
 
+  /**
+   * The group ends (`dvs kill --replicas`): forgotten here without killing the local replica, which the
+   * caller signals as asked. False if no such group here.
+   */
+  end(dc: DcId, ep: Endpoint): boolean {
+    return this.drop({ dc, ep }, false).ok;
+  }
+
   /** Forget a group here; callers still held for it fail (EDSTDIED); the local replica is killed. */
-  private drop(p: unknown): { ok: true } {
+  private drop(p: unknown, kill = true): { ok: boolean } {
     const o = (p ?? {}) as { dc?: unknown; ep?: unknown };
     if (typeof o.dc !== 'number' || typeof o.ep !== 'number') throw dvsError('EINVAL', 'smr: dc, ep');
     const l = this.groups.get(key(o.dc, o.ep));
-    if (l === undefined) return { ok: true };
+    if (l === undefined) return { ok: false };
     this.groups.delete(key(o.dc, o.ep));
     if (this.o.kernel.findDc(o.dc) !== undefined) this.o.kernel.setReplicated(Date.now(), o.dc, o.ep, false);
-    if (l.g.replicas.includes(this.o.nodeId)) {
+    if (kill && l.g.replicas.includes(this.o.nodeId)) {
       void this.o.processes.kill(o.dc, o.ep, 'SIGKILL', 0).catch(() => undefined);
     }
     return { ok: true };

@@ -325,6 +325,15 @@ export interface AdminMethods {
     result: ProcessInfo;
   };
   /**
+   * End replicated endpoint `ep` of `dc` everywhere (`dvs kill --replicas`): no failover, no replacement;
+   * every replica's process gets `signal` (SIGKILL after `graceMs`). With a store its record goes first.
+   * `unreachable`: DC nodes not told (their replicas stop when they see the record gone).
+   */
+  'proc.killGroup': {
+    params: { dc: DcId | string; ep: Endpoint; signal?: string; graceMs?: number };
+    result: { processes: ProcessInfo[]; unreachable: NodeId[] };
+  };
+  /**
    * Live-migrate endpoint `ep` of `dc` to node `to` (any node answers: the call goes to the node where the
    * endpoint lives). Its process must have been started with `proc.run`; its state moves through the SDK's
    * onMigrate hooks, or it is restarted at `to` without state. Nothing queued for it is lost.
@@ -407,6 +416,7 @@ export const ADMIN_METHODS: readonly AdminMethod[] = [
   'dc.list',
   'proc.run',
   'proc.kill',
+  'proc.killGroup',
   'proc.migrate',
   'proc.list',
   'proc.wait',

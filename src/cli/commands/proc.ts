@@ -181,10 +181,18 @@ export async function logs(
 
 export async function kill(
   ctx: Ctx,
-  opts: { dc: string | number; ep: number; signal: string; graceMs: number; json: boolean },
+  opts: {
+    dc: string | number;
+    ep: number;
+    signal: string;
+    graceMs: number;
+    json: boolean;
+    replicas?: boolean;
+  },
 ): Promise<number> {
   const cluster = await requireCluster(ctx.dir());
   const dc = await findDc(cluster, opts.dc);
+  if (opts.replicas) return killGroup(ctx, cluster, dc, opts);
   const { node, info } = await findProcess(cluster, dc, opts.ep);
   if (info.exit !== null) {
     throw dvsError('ENOENT', `the process at endpoint ${opts.ep} of DC '${dc.name}' already exited`);
@@ -201,6 +209,38 @@ export async function kill(
     ctx.out.line(`endpoint ${done.ep} of DC '${dc.name}' on node ${done.node} (pid ${done.pid}): ${how}`);
   }
   return 0;
+}
+
+/** `dvs kill --replicas`: one call to a node running a replica, which ends the group everywhere. */
+async function killGroup(
+  ctx: Ctx,
+  cluster: ClusterFileOnDisk,
+  dc: DcConfig,
+  opts: { ep: number; signal: string; graceMs: number; json: boolean },
+): Promise<number> {
+  const { node } = await findProcess(cluster, dc, opts.ep);
+  const r = await callNode(
+    node,
+    'proc.killGroup',
+    { dc: dc.id, ep: opts.ep, signal: opts.signal, graceMs: opts.graceMs },
+    opts.graceMs + 15_000,
+  );
+  if (opts.json) ctx.out.json(r);
+  else {
+    for (const p of r.processes) {
+      const how = p.exit === null ? 'still running' : exitText(p.exit);
+      ctx.out.line(`endpoint ${p.ep} of DC '${dc.name}' on node ${p.node} (pid ${p.pid}): ${how}`);
+    }
+    ctx.out.line(
+      `replicated endpoint ${opts.ep} of DC '${dc.name}' ended (${r.processes.length} replica(s) stopped)`,
+    );
+    if (r.unreachable.length > 0) {
+      ctx.out.note(
+        `dvs: node(s) ${r.unreachable.join(',')} could not be told; their replicas stop when they see the group gone`,
+      );
+    }
+  }
+  return r.unreachable.length > 0 ? 1 : 0;
 }
 
 /** `dvs ep ls`: every node's own rows (not its remote knowledge), merged. */

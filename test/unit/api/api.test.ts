@@ -204,6 +204,41 @@ describe('REST API (inject, fake admin)', () => {
     assert.equal(twice.statusCode, 404);
   });
 
+  test('kill-replicas ends a group through the node that runs a replica; not replicated: 404', async () => {
+    const r = await app.inject({
+      method: 'POST',
+      url: '/api/v1/dcs/demo/processes',
+      headers: auth,
+      payload: { ep: 105, cmd: ['sleep', '100'], node: 1 },
+    });
+    assert.equal(r.statusCode, 201, r.body);
+    const bad = await app.inject({
+      method: 'POST',
+      url: '/api/v1/dcs/demo/processes/105/kill-replicas',
+      headers: auth,
+      payload: { graceMs: -1 },
+    });
+    assert.equal(bad.statusCode, 400, bad.body);
+    const ended = await app.inject({
+      method: 'POST',
+      url: '/api/v1/dcs/demo/processes/105/kill-replicas',
+      headers: auth,
+      payload: { signal: 'SIGINT', graceMs: 100 },
+    });
+    assert.equal(ended.statusCode, 200, ended.body);
+    assert.deepEqual(ended.json().unreachable, []);
+    assert.equal(ended.json().processes[0].exit.signal, 'SIGINT');
+    const call = s.n1.calls.find((c) => c.method === 'proc.killGroup');
+    assert.deepEqual(call?.params, { dc: 1, ep: 105, graceMs: 100, signal: 'SIGINT' });
+    const none = await app.inject({
+      method: 'POST',
+      url: '/api/v1/dcs/demo/processes/999/kill-replicas',
+      headers: auth,
+      payload: {},
+    });
+    assert.equal(none.statusCode, 404, none.body);
+  });
+
   test('GET /cluster: both nodes up with their message counters; a node that stops answering turns down', async () => {
     await app.inject({
       method: 'POST',

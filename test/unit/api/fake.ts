@@ -145,6 +145,14 @@ export class FakeNode implements AdminCaller {
         info.exit = { code: null, signal: (p.signal as string | undefined) ?? 'SIGTERM', at: Date.now() };
         return info;
       }
+      case 'proc.killGroup': {
+        const mine = this.procs.filter((x) => x.ep === p.ep && x.exit === null);
+        if (mine.length === 0) throw dvsError('ENOENT', `endpoint ${String(p.ep)} is not replicated`);
+        for (const info of mine) {
+          info.exit = { code: null, signal: (p.signal as string | undefined) ?? 'SIGTERM', at: Date.now() };
+        }
+        return { processes: mine, unreachable: [] };
+      }
       case 'proc.migrate': {
         const info = this.procs.find((x) => x.ep === p.ep && x.exit === null);
         if (!info) throw dvsError('ENOENT', 'no process');

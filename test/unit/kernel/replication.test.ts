@@ -40,6 +40,38 @@ function takeRequest(node: ReturnType<Net['n']>, proc: number) {
 }
 
 describe('kernel: primary-backup failover', () => {
+  it('a group ending: the primary unbinds, then the backup; no stale entry is left at the backup node', () => {
+    const { net, p, b } = group();
+    p.kernel.setReplicated(net.now, 1, E, false);
+    b.kernel.setReplicated(net.now, 1, E, false);
+    p.kernel.detach(net.now, 1);
+    net.run();
+    assert.ok(
+      b.kernel
+        .endpoints(1)
+        .find((e) => e.ep === E)
+        ?.flags.includes('BACKUP'),
+    );
+    b.kernel.detach(net.now, 20);
+    net.run();
+    assert.equal(
+      b.kernel.endpoints(1).find((e) => e.ep === E),
+      undefined,
+      'nothing left of E at B',
+    );
+    assert.deepEqual(net.violations, []);
+  });
+
+  it('a backup whose primary still lives reverts to knowing it when the backup process goes', () => {
+    const { net, p, b } = group();
+    b.kernel.detach(net.now, 20);
+    net.run();
+    const row = b.kernel.endpoints(1).find((e) => e.ep === E);
+    assert.equal(row?.node, P);
+    assert.deepEqual(row?.flags, ['REMOTE']);
+    assert.ok(p.kernel.endpoints(1).some((e) => e.ep === E));
+  });
+
   it('a request taken by a primary whose node crashes is replayed at the promoted backup', () => {
     const { net, p, b, c } = group();
     const req = c.call(4, { op: 'sendrec', dst: E, type: 7, payload: bytes(1, 2) });

@@ -509,20 +509,54 @@ export class Replication {
 
   private async depose(l: Local, records: ReplRecords): Promise<void> {
     const { dc, ep } = l.g;
-    const at = await records.get(dc, ep).catch(() => undefined);
     const me = this.o.nodeId;
-    if (at?.rec.primary !== undefined && at.rec.epoch >= l.g.epoch) {
-      l.g = { ...l.g, primary: at.rec.primary, backups: at.rec.members, epoch: at.rec.epoch };
-    } else {
-      // No record (the group ended meanwhile) or none we can read: this node holds no replica of it.
-      l.g = { ...l.g, backups: l.g.backups.filter((b) => b !== me) };
+    let at: Awaited<ReturnType<ReplRecords['get']>>;
+    try {
+      at = await this.fenced('reading the record of a deposed replica', this.life.signal, () =>
+        records.get(dc, ep),
+      );
+    } catch {
+      return; // the daemon stops
     }
+    if (at?.rec.primary === undefined) {
+      // No record: the group was ended (dvs kill --replicas) meanwhile.
+      this.log.warn({ dc, ep }, 'the replica group has no record any more: ending it here');
+      this.drop({ dc, ep });
+      await this.o.processes.kill(dc, ep, 'SIGKILL', 0).catch(() => undefined);
+      return;
+    }
+    l.g = {
+      ...l.g,
+      primary: at.rec.primary,
+      backups: at.rec.members,
+      epoch: Math.max(at.rec.epoch, l.g.epoch),
+    };
     l.lostAt = undefined;
     l.state = null;
     l.cache.clear();
     this.log.warn({ dc, ep, group: groupInfo(l.g) }, 'replica deposed: the store says another node serves');
     this.o.events.emit('repl.deposed', `${l.g.dcName}/${ep}`, { dc, ep, node: me, ...groupInfo(l.g) });
     await this.o.processes.kill(dc, ep, 'SIGKILL', 0).catch(() => undefined);
+    if (l.g.primary === me || this.groups.get(key(dc, ep)) !== l) return;
+    // Our old primary was announced to the nodes we met again after the heal (a link-up sync lists what is
+    // bound here), and its unbind leaves their callers held: point every kernel at the real primary.
+    this.pointKernel(l);
+    const msg = { group: l.g, repoint: true };
+    for (const x of this.dcPeers(dc)) {
+      this.o.nodeRpc
+        .call(x, 'repl.update', msg, { timeout: 5000 })
+        .catch((e: unknown) => this.log.debug({ peer: x, err: e }, 'repl.update not delivered'));
+    }
+  }
+
+  /** This node's kernel routes `l`'s endpoint to its primary (a node that is not this one). */
+  private pointKernel(l: Local): void {
+    const g = l.g;
+    if (g.primary === this.o.nodeId || this.o.kernel.findDc(g.dc) === undefined) return;
+    const row = this.o.kernel.endpoints(g.dc).find((e) => e.ep === g.ep);
+    if (row !== undefined && row.node === g.primary && row.kind !== 'backup') return;
+    this.log.info({ dc: g.dc, ep: g.ep, primary: g.primary }, 'routing the endpoint to its primary');
+    this.o.kernel.learnRemote(Date.now(), g.dc, g.ep, g.primary, { kind: 'local', name: g.name, pid: -1 });
   }
 
   /** `repl.apply` at a backup node. */
@@ -685,6 +719,9 @@ export class Replication {
     const l = this.groups.get(key(info.dc, info.ep));
     if (l === undefined) return;
     const me = this.o.nodeId;
+    // A replica being deposed (the store gave its role away while we were cut off) is stopped on purpose:
+    // its exit is no failure of the group (its refused update may also have made it exit on its own).
+    if (l.deposing) return;
     if (l.g.primary === me) {
       this.log.warn({ dc: info.dc, ep: info.ep, pid: info.pid }, 'primary process exited: failing over');
       this.primaryExited(l);
@@ -829,11 +866,15 @@ export class Replication {
   /** A newer version of a group (a promotion elsewhere). */
   private update(p: unknown): { ok: true } {
     const g = groupParam((p as { group?: unknown } | null)?.group);
+    const repoint = (p as { repoint?: unknown }).repoint === true;
     const l = this.groups.get(key(g.dc, g.ep));
     if (l === undefined) return this.setup(p);
-    if (g.epoch <= l.g.epoch) return { ok: true };
-    l.g = g;
-    l.lostAt = undefined;
+    if (g.epoch > l.g.epoch) {
+      l.g = g;
+      l.lostAt = undefined;
+    }
+    // A deposed primary's node says where the group really is (its stale announcement reached us).
+    if (repoint && l.g.epoch === g.epoch) this.pointKernel(l);
     return { ok: true };
   }
 

@@ -3,7 +3,8 @@
  * harness.ts, which only knows namespaces and daemons.
  */
 import assert from 'node:assert/strict';
-import type { Dvk } from '../../src/sdk/index.js';
+import { AdminClient } from '../../src/sdk/admin.js';
+import type { Dvk, SmrStatus } from '../../src/sdk/index.js';
 import { DvsError } from '../../src/sdk/index.js';
 import { check, type NetnsCluster } from './harness.js';
 
@@ -83,3 +84,21 @@ export async function waitEndpoints(
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** The local replica's state-machine status on node `node` (src/sdk/smr.ts SmrStatus), through `smr.status`. */
+export async function smrStatus(c: NetnsCluster, node: number, dc: string, ep: number): Promise<SmrStatus> {
+  const a = await AdminClient.connect(c.node(node).socket, { timeout: 2000 });
+  try {
+    return (await a.service('smr.status', { dc, ep }, { timeout: 8000 })) as SmrStatus;
+  } finally {
+    await a.close();
+  }
+}
+
+/** The nodes node `i` lists as holding a replica of `ep` (`dvs ep ls` roles), comma-separated. */
+export async function replicaNodes(c: NetnsCluster, i: number, dc: string, ep: number): Promise<string> {
+  return (await c.admin(i, 'ep.list', { dc }))
+    .filter((e) => e.ep === ep && e.role === 'replica')
+    .map((e) => e.node)
+    .join(',');
+}

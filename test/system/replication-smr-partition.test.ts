@@ -15,11 +15,10 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { AdminClient } from '../../src/sdk/admin.js';
 import { connect, type Dvk, type SmrStatus } from '../../src/sdk/index.js';
 import { REPO } from '../integration/harness.js';
 import { check, etcdSystemSkipReason, leftovers, NetnsCluster } from './harness.js';
-import { codeOf } from './ipc.js';
+import { codeOf, replicaNodes, smrStatus } from './ipc.js';
 
 const SERVER = 100;
 const COUNTER = join(REPO, 'examples/smr-counter.js');
@@ -43,19 +42,8 @@ describe('system: state-machine replication, partition {0,3} | {1,2,4} (5 nodes,
     await c?.stop();
   });
 
-  const status = async (node: number): Promise<SmrStatus> => {
-    const a = await AdminClient.connect(c.node(node).socket, { timeout: 2000 });
-    try {
-      return (await a.service('smr.status', { dc: 'app', ep: SERVER }, { timeout: 8000 })) as SmrStatus;
-    } finally {
-      await a.close();
-    }
-  };
-  const replicaNodes = async (i: number) =>
-    (await c.admin(i, 'ep.list', { dc: 'app' }))
-      .filter((e) => e.ep === SERVER && e.role === 'replica')
-      .map((e) => e.node)
-      .join(',');
+  const status = (node: number) => smrStatus(c, node, 'app', SERVER);
+  const replicasAt = (i: number) => replicaNodes(c, i, 'app', SERVER);
 
   test('the minority side is never answered, places no replica; after the heal one state, exactly once', async (t) => {
     const run = await c.admin(0, 'proc.run', {
@@ -107,7 +95,7 @@ describe('system: state-machine replication, partition {0,3} | {1,2,4} (5 nodes,
       const majorityAtCut = got(MAJORITY);
       // The majority side: node 0 dropped from the record, a replica placed on its spare node 4, synced.
       for (const i of MAJORITY) {
-        await check(async () => (await replicaNodes(i)) === '1,2,4', 20_000, `node ${i}: replicas 1,2,4`);
+        await check(async () => (await replicasAt(i)) === '1,2,4', 20_000, `node ${i}: replicas 1,2,4`);
       }
       await check(
         async () => {
@@ -121,7 +109,7 @@ describe('system: state-machine replication, partition {0,3} | {1,2,4} (5 nodes,
       // The minority clients wait: their calls time out (2 s each) rather than being answered.
       await check(() => errors[0]!.length >= 2 && errors[1]!.length >= 2, 20_000, 'minority calls time out');
       // The minority side: no change of the group, no replica on its spare node 3, nothing answered.
-      for (const i of MINORITY) assert.equal(await replicaNodes(i), '0,1,2', `node ${i}: group unchanged`);
+      for (const i of MINORITY) assert.equal(await replicasAt(i), '0,1,2', `node ${i}: group unchanged`);
       await assert.rejects(status(3), /ENOENT|no replica/, 'no replica on node 3');
       const s0 = await status(0);
       assert.deepEqual([s0.primary, s0.synced], [false, false], 'node 0: not primary, not synced');
@@ -131,7 +119,7 @@ describe('system: state-machine replication, partition {0,3} | {1,2,4} (5 nodes,
       await c.heal();
       phase = 'healed';
       for (let i = 0; i < 5; i++) {
-        await check(async () => (await replicaNodes(i)) === '1,2,4', 20_000, `node ${i}: replicas 1,2,4`);
+        await check(async () => (await replicasAt(i)) === '1,2,4', 20_000, `node ${i}: replicas 1,2,4`);
       }
       await check(
         () => [0, 1].every((k) => values[k]!.length >= minorityAtHeal[k]! + 20),

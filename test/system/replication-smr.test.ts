@@ -9,11 +9,10 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { AdminClient } from '../../src/sdk/admin.js';
 import { connect, type Dvk, type SmrStatus } from '../../src/sdk/index.js';
 import { REPO } from '../integration/harness.js';
 import { check, leftovers, NetnsCluster, systemSkipReason } from './harness.js';
-import { codeOf } from './ipc.js';
+import { codeOf, replicaNodes, smrStatus } from './ipc.js';
 
 const SERVER = 100;
 const COUNTER = join(REPO, 'examples/smr-counter.js');
@@ -32,19 +31,8 @@ describe('system: state-machine replication (4 namespaces, containers)', { skip:
     await c?.stop();
   });
 
-  const status = async (node: number): Promise<SmrStatus> => {
-    const a = await AdminClient.connect(c.node(node).socket, { timeout: 2000 });
-    try {
-      return (await a.service('smr.status', { dc: 'app', ep: SERVER }, { timeout: 8000 })) as SmrStatus;
-    } finally {
-      await a.close();
-    }
-  };
-  const replicaNodes = async (i: number) =>
-    (await c.admin(i, 'ep.list', { dc: 'app' }))
-      .filter((e) => e.ep === SERVER && e.role === 'replica')
-      .map((e) => e.node)
-      .join(',');
+  const status = (node: number) => smrStatus(c, node, 'app', SERVER);
+  const replicasAt = (i: number) => replicaNodes(c, i, 'app', SERVER);
 
   test('a process kill and a daemon kill -9 under load from 3 nodes: replicas identical, no client error', async (t) => {
     const run = await c.admin(0, 'proc.run', {
@@ -55,7 +43,7 @@ describe('system: state-machine replication (4 namespaces, containers)', { skip:
       mode: 'state-machine',
     });
     assert.deepEqual(run.replicas, { mode: 'state-machine', primary: 0, backups: [1, 2], epoch: 1 });
-    for (const i of [0, 3]) assert.equal(await replicaNodes(i), '0,1,2', `node ${i}: dvs ep ls`);
+    for (const i of [0, 3]) assert.equal(await replicasAt(i), '0,1,2', `node ${i}: dvs ep ls`);
     await check(
       async () => (await Promise.all([0, 1, 2].map(status))).every((s) => s.synced),
       20_000,
@@ -94,7 +82,7 @@ describe('system: state-machine replication (4 namespaces, containers)', { skip:
       await check(() => done >= (2 * TOTAL) / 3 || errors.length > 0, 120_000, 'two thirds of the requests');
       await c.killNode(2);
       for (const i of [0, 1, 3])
-        await check(async () => (await replicaNodes(i)) === '0,1,3', 20_000, `node ${i}: replicas 0,1,3`);
+        await check(async () => (await replicasAt(i)) === '0,1,3', 20_000, `node ${i}: replicas 0,1,3`);
       await check(async () => (await status(3)).synced, 30_000, 'the replica on node 3 synced');
       await check(() => done >= TOTAL || errors.length > 0, 120_000, 'all requests');
     } finally {

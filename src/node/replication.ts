@@ -407,6 +407,8 @@ export class Replication {
     const seq = ++l.seq;
     const epoch = l.g.epoch;
     const targets = l.g.backups.filter((b) => this.o.linkUp(b));
+    // A backup whose link is down does not get this update either: it is dropped below like a failed one.
+    const down = l.g.backups.filter((b) => !targets.includes(b));
     const msg = { dc: c.dc, ep: c.ep, epoch, seq, state, client, entry };
     const results = await Promise.allSettled(
       targets.map((b) =>
@@ -418,7 +420,7 @@ export class Replication {
     // update or not, the client got no reply yet and its replay is answered consistently (reply cache).
     if (ctx.signal.aborted) throw dvsError('EABORTED', 'the primary process went away');
     const failed = targets.filter((_, i) => results[i]?.status === 'rejected');
-    const drop = [...new Set([...failed, ...l.unrecorded])];
+    const drop = [...new Set([...failed, ...down, ...l.unrecorded])];
     if (drop.length > 0) {
       // A backup that cannot keep up is no longer one: it must never be promoted with a stale state. With a
       // store that is recorded there first; until it is, this update is not acknowledged.
@@ -427,6 +429,10 @@ export class Replication {
         const r = results[targets.indexOf(b)];
         const err = r?.status === 'rejected' ? r.reason : undefined;
         this.log.warn({ dc: c.dc, ep: c.ep, backup: b, err }, 'backup dropped: apply failed');
+        this.removeBackup(l, b, true);
+      }
+      for (const b of down) {
+        this.log.warn({ dc: c.dc, ep: c.ep, backup: b }, 'backup dropped: its node is unreachable');
         this.removeBackup(l, b, true);
       }
       for (const b of drop) l.unrecorded.delete(b);
@@ -562,26 +568,43 @@ export class Replication {
   /** `repl.apply` at a backup node. */
   private async apply(p: unknown, from: NodeId, signal: AbortSignal): Promise<{ ok: true }> {
     const l = this.need(p);
-    const o = p as { seq?: unknown; state?: unknown; client?: unknown; entry?: unknown; epoch?: unknown };
+    const me = this.o.nodeId;
+    const o = p as ApplyMsg;
+    // With a store, epochs grow only by a promotion's CAS, so a newer epoch names the primary for sure; without
+    // one, both sides of a partition may have promoted: only a fellow backup is believed.
+    const fenced = this.records() !== undefined;
     if (
       typeof o.epoch === 'number' &&
       o.epoch > l.g.epoch &&
       from !== l.g.primary &&
-      l.g.backups.includes(from)
+      (fenced || l.g.backups.includes(from))
     ) {
       // A backup promoted at a newer epoch while we did not hear of it (its repl.update was lost in a
-      // partition): epochs only grow by promotion, so `from` is the primary now.
+      // partition): `from` is the primary now, and sends to its backups only.
       this.log.info({ dc: l.g.dc, ep: l.g.ep, primary: from, epoch: o.epoch }, 'learnt a newer primary');
-      l.g = { ...l.g, primary: from, backups: l.g.backups.filter((b) => b !== from), epoch: o.epoch };
+      const backups = l.g.backups.filter((b) => b !== from);
+      l.g = {
+        ...l.g,
+        primary: from,
+        backups: fenced ? [...new Set([...backups, me])] : backups,
+        epoch: o.epoch,
+      };
       l.lostAt = undefined;
     }
     if (from !== l.g.primary)
       throw dvsError('ESTALE', `node ${from} is not the primary (node ${l.g.primary})`);
-    if (!l.g.backups.includes(this.o.nodeId))
-      throw dvsError('ENOTOWNER', `node ${this.o.nodeId} is no backup`);
+    if (!l.g.backups.includes(me)) throw dvsError('ENOTOWNER', `node ${me} is no backup`);
     const seq = typeof o.seq === 'number' ? o.seq : l.seq + 1;
-    if (o.state instanceof Uint8Array) l.state = o.state;
-    if (typeof o.client === 'number' && o.entry instanceof Uint8Array) l.cache.set(o.client, o.entry);
+    const sync = o.reset === true;
+    if (sync) {
+      // A new primary's first word: its state and reply cache replace ours (we may have applied updates of
+      // the old primary that were never acknowledged), and its sequence continues from here.
+      l.state = o.state instanceof Uint8Array ? o.state : null;
+      l.cache = new Map(cacheEntries(o.cache));
+    } else {
+      if (o.state instanceof Uint8Array) l.state = o.state;
+      if (typeof o.client === 'number' && o.entry instanceof Uint8Array) l.cache.set(o.client, o.entry);
+    }
     l.seq = seq;
     const h = l.hooked;
     if (h === undefined) return { ok: true };
@@ -591,14 +614,19 @@ export class Replication {
       l.acks.set(seq, resolve);
       timer = setTimeout(resolve, this.applyTimeoutMs);
       signal.addEventListener('abort', () => resolve(), { once: true });
-      const pushed = h.ctx.push(h.sub, {
-        op: 'apply',
-        seq,
-        ...(o.state instanceof Uint8Array ? { state: o.state } : {}),
-        ...(typeof o.client === 'number' && o.entry instanceof Uint8Array
-          ? { client: o.client, entry: o.entry }
-          : {}),
-      });
+      const pushed = h.ctx.push(
+        h.sub,
+        sync
+          ? { op: 'sync', seq, state: l.state, cache: [...l.cache] }
+          : {
+              op: 'apply',
+              seq,
+              ...(o.state instanceof Uint8Array ? { state: o.state } : {}),
+              ...(typeof o.client === 'number' && o.entry instanceof Uint8Array
+                ? { client: o.client, entry: o.entry }
+                : {}),
+            },
+      );
       if (!pushed) resolve();
     });
     await acked;
@@ -804,7 +832,8 @@ export class Replication {
             return {
               ...cur,
               primary: me,
-              members: cur.members.filter((b) => b !== me),
+              // Backups we cannot reach now would miss what we acknowledge next: no backups of ours.
+              members: cur.members.filter((b) => b !== me && this.o.linkUp(b)),
               epoch: cur.epoch + 1,
             };
           }),
@@ -848,9 +877,29 @@ export class Replication {
     const ms = l.lostAt === undefined ? 0 : Math.round((performance.now() - l.lostAt) * 100) / 100;
     l.g = { ...g, primary: me, backups, epoch };
     l.lostAt = undefined;
+    // The other backups may have applied updates the old primary never acknowledged (cut off with it): our
+    // state and reply cache replace theirs before anything else of ours. One that cannot take it is dropped.
+    const sync = {
+      dc: g.dc,
+      ep: g.ep,
+      epoch,
+      seq: l.seq,
+      reset: true,
+      ...(l.state !== null ? { state: l.state } : {}),
+      cache: [...l.cache],
+    };
+    for (const b of backups.filter((x) => this.o.linkUp(x))) {
+      this.o.nodeRpc.call(b, 'repl.apply', sync, { timeout: this.applyTimeoutMs }).catch((e: unknown) => {
+        this.log.warn(
+          { dc: g.dc, ep: g.ep, backup: b, err: e },
+          'backup dropped: the new primary could not sync it',
+        );
+        this.removeBackup(l, b, true);
+      });
+    }
     // The reply cache and state are the process's now; this daemon no longer holds a backup's copy.
     l.state = null;
-    l.cache.clear();
+    l.cache = new Map();
     this.failovers?.inc();
     this.log.info({ dc: g.dc, ep: g.ep, from: dead, backups: l.g.backups, ms }, 'promoted to primary');
     this.o.events.emit('failover', `${g.dcName}/${g.ep}`, { dc: g.dc, ep: g.ep, from: dead, to: me, ms });
@@ -980,6 +1029,30 @@ function groupParam(v: unknown): ReplicaGroup {
     return true;
   });
   return { ...base, mode: 'primary-backup', ...pb! };
+}
+
+/** `repl.apply` between daemons: one update of the primary, or (`reset`) a new primary's whole state. */
+interface ApplyMsg {
+  dc?: unknown;
+  ep?: unknown;
+  epoch?: unknown;
+  seq?: unknown;
+  state?: unknown;
+  client?: unknown;
+  entry?: unknown;
+  /** A new primary's sync: `state` and `cache` replace the backup's. */
+  reset?: unknown;
+  /** With `reset`: the whole reply cache, [client endpoint, SDK entry bytes]. */
+  cache?: unknown;
+}
+
+/** The well-formed [client, entry] pairs of a sync's reply cache. */
+function cacheEntries(v: unknown): [Endpoint, Uint8Array][] {
+  if (!Array.isArray(v)) return [];
+  return v.filter(
+    (x): x is [Endpoint, Uint8Array] =>
+      Array.isArray(x) && typeof x[0] === 'number' && x[1] instanceof Uint8Array,
+  );
 }
 
 /** A fenced change refused: the store's record says this node no longer has the role it acted in. */

@@ -276,11 +276,23 @@ export class Replica {
     const ev = (d ?? {}) as {
       op?: string;
       seq?: number;
-      state?: Uint8Array;
+      state?: Uint8Array | null;
       client?: number;
       entry?: Uint8Array;
+      cache?: [Endpoint, Uint8Array][];
     } & Partial<ReplicaGroupInfo>;
-    if (ev.op === 'apply' && typeof ev.seq === 'number') {
+    if (ev.op === 'sync' && typeof ev.seq === 'number') {
+      // A new primary's state and reply cache replace ours (updates of the old primary that it never
+      // acknowledged are dropped with them), and its sequence goes on from here.
+      if (ev.state instanceof Uint8Array) await this.hooks.apply(ev.state);
+      this.cache.clear();
+      for (const [client, bytes] of Array.isArray(ev.cache) ? ev.cache : []) {
+        const e = bytes instanceof Uint8Array ? decodeEntry(bytes) : undefined;
+        if (e !== undefined && typeof client === 'number') this.cache.set(client, e);
+      }
+      this.seq = ev.seq;
+      await this.dvk.service('repl.applied', { seq: ev.seq }).catch(() => undefined);
+    } else if (ev.op === 'apply' && typeof ev.seq === 'number') {
       if (ev.seq > this.seq) {
         if (ev.state instanceof Uint8Array) await this.hooks.apply(ev.state);
         if (typeof ev.client === 'number' && ev.entry instanceof Uint8Array) {

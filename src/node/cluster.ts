@@ -62,6 +62,11 @@ export interface ClusterWiringOptions {
   takeoverWaitMs: number;
   /** This node's link address (registered in the store). */
   address: () => string;
+  /**
+   * Is `ep` of `dc` a replicated endpoint (src/node/replication.ts)? Its directory entry follows the
+   * replication record: a conflict never unbinds it here (the replication layer stops a deposed primary).
+   */
+  replicated?: (dc: DcId, ep: Endpoint) => boolean;
 }
 
 /** Timeout of one store call made on behalf of the kernel (bind/unbind), ms. */
@@ -286,6 +291,7 @@ export class ClusterWiring {
     if (info.kind === 'remote' || info.kind === 'replica') return;
     const kind = info.kind;
     this.serialize(dc, ep, async () => {
+      let conflictLogged = false;
       for (;;) {
         if (this.stopped || !this.boundHere(dc, ep, info.pid)) return;
         try {
@@ -297,6 +303,15 @@ export class ClusterWiring {
           );
           return;
         } catch (e) {
+          if (e instanceof DvsError && e.code === 'EBOUND' && this.o.replicated?.(dc, ep)) {
+            // After a partition the old primary's node may re-assert its entry before it learns it was
+            // deposed; when it stops its process, its entry goes and ours can be written.
+            if (!conflictLogged)
+              this.log.info({ dc, ep, owner: e.details?.node }, `replicated: ${e.message}; waiting`);
+            conflictLogged = true;
+            await sleep(RETRY_MS, this.life.signal).catch(() => {});
+            continue;
+          }
           if (e instanceof DvsError && e.code === 'EBOUND') {
             this.log.warn({ dc, ep, owner: e.details?.node }, `unbinding locally: ${e.message}`);
             if (this.boundHere(dc, ep, info.pid)) this.o.kernel.unbind(Date.now(), dc, ep);
@@ -509,6 +524,14 @@ export class ClusterWiring {
       const { restored, conflicts } = await this.directory!.reassert({ timeout: CALL_TIMEOUT_MS });
       if (restored.length > 0) this.log.info({ n: restored.length }, 'directory entries restored');
       for (const c of conflicts) {
+        if (this.o.replicated?.(c.dc, c.ep)) {
+          // Which side serves a replicated endpoint is the replication record's call, not the directory's.
+          const row = this.o.kernel
+            .endpoints(c.dc)
+            .find((e) => e.ep === c.ep && e.node === this.o.nodeId && e.kind !== 'remote');
+          if (row !== undefined) this.localBind(c.dc, c.ep, { kind: row.kind, name: row.name, pid: row.pid });
+          continue;
+        }
         this.log.warn(
           { dc: c.dc, ep: c.ep, node: c.node },
           'endpoint bound elsewhere meanwhile: unbinding it here',

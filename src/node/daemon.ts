@@ -295,6 +295,7 @@ class Daemon implements NodeDaemon {
         peerAddress: (node) => opts.peers.find((p) => p.id === node)?.address,
         linkUp: (node) => this.linksUp.has(node),
         stopDcProcesses: (dc) => this.stopDcProcesses(dc),
+        replicated: (dc, ep) => this.replication?.has(dc, ep) ?? false,
         // The container comes with the DC, with the limits and LAN kept in the store; a container a
         // crashed predecessor left is adopted here.
         onDcCreated: (cfg) => {

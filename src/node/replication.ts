@@ -86,6 +86,8 @@ interface Local {
   promoting: boolean;
   /** Being stopped here because the store gave its role to another node ({@link Replication.deposed}). */
   deposing: boolean;
+  /** A record check after a link came back is in progress ({@link Replication.nodeUp}). */
+  checking: boolean;
   /**
    * Primary side: backups dropped here (their node went down) but still in the store's record. They are
    * dropped there before the next update is acknowledged: a backup that misses an acknowledged update must
@@ -150,6 +152,11 @@ export class Replication {
       'repl.drop': async (_m, p) => this.drop(p),
       'repl.end': (_m, p) => this.endHere(p),
     };
+  }
+
+  /** Is `ep` of `dc` replicated (either mode) as far as this node knows? */
+  has(dc: DcId, ep: Endpoint): boolean {
+    return this.groups.has(key(dc, ep)) || this.smr.has(dc, ep);
   }
 
   /** Fail what waits here (daemon stopping). */
@@ -343,6 +350,7 @@ export class Replication {
       lostAt: undefined,
       promoting: false,
       deposing: false,
+      checking: false,
       unrecorded: new Set(),
     });
     return { ok: true };
@@ -685,18 +693,32 @@ export class Replication {
    * against its record. A change made while this node was cut off (a promotion, a dropped backup) is taken
    * in, and a replica that lost its role stops its process before serving or being promoted with what it has.
    */
-  nodeUp(_node: NodeId): void {
+  nodeUp(node: NodeId): void {
+    this.smr.nodeUp(node);
     const records = this.records();
     if (records === undefined) return;
     for (const l of this.groups.values()) {
-      const epoch = l.g.epoch;
-      void records
-        .get(l.g.dc, l.g.ep, AbortSignal.timeout(5000))
+      if (l.checking) continue;
+      l.checking = true;
+      // The store may answer only some time after the links are back (its own members catching up):
+      // retried until it does, or an idle deposed primary would never learn it.
+      void this.fenced(
+        'checking a replica group record after a link came back',
+        this.life.signal,
+        async () => {
+          const epoch = l.g.epoch;
+          const at = await records.get(l.g.dc, l.g.ep, AbortSignal.timeout(5000));
+          if (l.g.epoch !== epoch) throw dvsError('EBUSY', 'the group changed meanwhile: read again');
+          return at;
+        },
+      )
         .then(async (at) => {
-          if (l.g.epoch !== epoch || this.groups.get(key(l.g.dc, l.g.ep)) !== l) return; // changed meanwhile
-          await this.reconcile(l, at?.rec, records);
+          if (this.groups.get(key(l.g.dc, l.g.ep)) === l) await this.reconcile(l, at?.rec, records);
         })
-        .catch((e: unknown) => this.log.debug({ err: e, dc: l.g.dc, ep: l.g.ep }, 'record check failed'));
+        .catch((e: unknown) => this.log.debug({ err: e, dc: l.g.dc, ep: l.g.ep }, 'record check ended'))
+        .finally(() => {
+          l.checking = false;
+        });
     }
   }
 

@@ -291,10 +291,7 @@ export class Smr {
       this.o.events.emit('repl.ended', `${l.g.dcName}/${l.g.ep}`, { dc: l.g.dc, ep: l.g.ep, node: me });
       void this.o.processes.kill(l.g.dc, l.g.ep, 'SIGKILL', 0).catch(() => undefined);
     }
-    if (this.o.kernel.findDc(l.g.dc) !== undefined) {
-      const row = this.o.kernel.endpoints(l.g.dc).find((e) => e.ep === l.g.ep);
-      if (row !== undefined && row.node !== me && !l.g.replicas.includes(row.node)) this.repoint(l, row.node);
-    }
+    this.routeToMember(l);
     // Below its size, and maybe this node's turn to place a spare.
     if (l.g.replicas.length < l.g.size) this.reconcile(l);
   }
@@ -335,6 +332,23 @@ export class Smr {
   }
 
   // ─────────────────────────── failures ───────────────────────────
+
+  /**
+   * A node link came back (after a partition): a group this node routes nowhere, or to a node the record
+   * retired, is re-pointed now that a member may be reachable again (a re-point finds none while links are down).
+   */
+  nodeUp(_node: NodeId): void {
+    for (const l of this.groups.values()) this.routeToMember(l);
+  }
+
+  /** If this node's kernel routes `l`'s endpoint to no replica, or to a node that holds none, re-point it. */
+  private routeToMember(l: Local): void {
+    const me = this.o.nodeId;
+    if (this.o.kernel.findDc(l.g.dc) === undefined) return;
+    const row = this.o.kernel.endpoints(l.g.dc).find((e) => e.ep === l.g.ep);
+    if (row === undefined) this.repoint(l, -1);
+    else if (row.node !== me && !l.g.replicas.includes(row.node)) this.repoint(l, row.node);
+  }
 
   /** A process started here exited: peers re-point, and the replica is replaced here. */
   onProcessExit(info: ProcessInfo): void {

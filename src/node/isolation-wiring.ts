@@ -211,10 +211,19 @@ export class IsolationWiring {
     const swept: number[] = [];
     for (const dc of [...this.leftovers]) {
       // A DC this node hosts whose container could not be set up yet keeps it: its process may still run.
-      if (this.specs.has(dc) || hosts(dc)) continue;
+      // One with a create or remove in progress (an admin call: the local socket serves during start) is
+      // left to it: a create adopts or replaces the leftover.
+      if (this.specs.has(dc) || hosts(dc) || this.chains.has(dc)) continue;
       this.leftovers.delete(dc);
-      await this.removeObjects(dc).then(
-        () => swept.push(dc),
+      // In the DC's chain: a create arriving now waits for the sweep, then builds a fresh container.
+      await this.chain(dc, async () => {
+        if (this.specs.has(dc)) return false;
+        await this.removeObjects(dc);
+        return true;
+      }).then(
+        (removed) => {
+          if (removed) swept.push(dc);
+        },
         (e: unknown) => this.log.error({ err: e, dc }, 'sweeping a leftover DC failed'),
       );
     }

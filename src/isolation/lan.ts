@@ -21,7 +21,7 @@
  * Every operation is idempotent: `ensureDc` and `attach` can be called again after a daemon restart.
  */
 import type { Logger } from 'pino';
-import { dvsError } from '../protocol/errors.js';
+import { DvsError, dvsError } from '../protocol/errors.js';
 import { dcNames, dcOfName, formatPrefix, parseIpv4 } from './addr.js';
 import { type RunOptions, runTool, tryTool } from './run.js';
 
@@ -91,6 +91,20 @@ export class DcLanManager {
 
   private ip(args: string[], run?: RunOptions): Promise<string> {
     return runTool('ip', this.opts.nodeNetns ? ['-n', this.opts.nodeNetns, ...args] : args, run);
+  }
+
+  /**
+   * Deletes a link of the node namespace. One already gone is no error: a veth goes with its peer when the
+   * container's namespace is deleted, asynchronously, so it may vanish between our listing and our delete.
+   */
+  private async delLink(name: string, run: RunOptions): Promise<void> {
+    try {
+      await this.ip(['link', 'del', name], run);
+    } catch (e) {
+      const text = e instanceof DvsError ? `${e.message} ${String(e.details?.stderr ?? '')}` : String(e);
+      if (/Cannot find device/.test(text)) return;
+      throw e;
+    }
   }
 
   private tc(args: string[], run?: RunOptions): Promise<string> {
@@ -216,7 +230,7 @@ export class DcLanManager {
     if (bps === null) {
       await this.tcQuiet(['qdisc', 'del', 'dev', n.veth, 'root'], run);
       await this.tcQuiet(['qdisc', 'del', 'dev', n.veth, 'ingress'], run);
-      if (links.has(n.ifb)) await this.ip(['link', 'del', n.ifb], run);
+      if (links.has(n.ifb)) await this.delLink(n.ifb, run);
       return;
     }
     const rate = `${Math.round(bps)}bit`;
@@ -263,7 +277,7 @@ export class DcLanManager {
   async detach(dc: number, run: RunOptions = {}): Promise<void> {
     const n = dcNames(this.opts.prefix, dc);
     const links = await this.links(run);
-    for (const name of [n.ifb, n.veth]) if (links.has(name)) await this.ip(['link', 'del', name], run);
+    for (const name of [n.ifb, n.veth]) if (links.has(name)) await this.delLink(name, run);
   }
 
   /** Removes everything of the DC's LAN on this node. No error for what is already gone. */
@@ -271,7 +285,7 @@ export class DcLanManager {
     const n = dcNames(this.opts.prefix, dc);
     const links = await this.links(run);
     for (const name of [n.ifb, n.veth, n.vxlan, n.bridge]) {
-      if (links.has(name)) await this.ip(['link', 'del', name], run);
+      if (links.has(name)) await this.delLink(name, run);
     }
     this.log.debug({ dc }, 'DC LAN removed');
   }

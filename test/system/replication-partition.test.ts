@@ -95,8 +95,9 @@ describe('system: primary-backup under a partition, fenced by the store (5 nodes
       );
       // Long enough for a split brain to show: the minority primary would be serving all along.
       await new Promise((r) => setTimeout(r, 2000));
-      await c.heal();
+      // Taken before: the heal lifts the cut node by node, so replies may flow before it returns.
       healedAt = performance.now();
+      await c.heal();
       const m = minority.replies.length;
       await check(
         () => minority.replies.length > m + 20,

@@ -172,8 +172,7 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi, 
       }
       if (e.node !== node) continue;
       if (e.kind === 'backup') {
-        this.releaseRemote(e);
-        e.primaryGone = true;
+        this.backupLostPrimary(e);
         continue;
       }
       this.unbindRemote(e);
@@ -821,6 +820,12 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi, 
     for (const c of held) this.redirect(c, NONE);
   }
 
+  /** Backup entry `e`'s primary is gone: what we held for it goes, and the entry has no primary to fall back to. */
+  private backupLostPrimary(e: Ep): void {
+    this.releaseRemote(e);
+    e.primaryGone = true;
+  }
+
   /**
    * Replicated remote entry `e` lost its primary (unbind frame, missing from a sync, directory, DC change):
    * the entry goes (a backup entry stays, pointing at the dead primary until a successor is learned) and
@@ -829,9 +834,11 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi, 
   private primaryGone(e: Ep): void {
     const dc = e.dc;
     const node = e.node;
-    this.releaseRemote(e);
-    if (e.kind !== 'backup') dc.eps.delete(e.ep);
-    else e.primaryGone = true;
+    if (e.kind === 'backup') this.backupLostPrimary(e);
+    else {
+      this.releaseRemote(e);
+      dc.eps.delete(e.ep);
+    }
     this.startFailover(dc, e.ep);
     for (const c of [...this.ops.values()]) {
       if (c.ep.dc === dc && c.peer === e.ep && c.node === node && c.state === St.Remote) {
@@ -2104,8 +2111,7 @@ export class Kernel implements KernelApi, KernelClusterApi, KernelMigrationApi, 
     }
     if (e.kind === 'backup') {
       // The primary died; the backup stays (promotion is a later step).
-      this.releaseRemote(e);
-      e.primaryGone = true;
+      this.backupLostPrimary(e);
       return;
     }
     this.unbindRemote(e);

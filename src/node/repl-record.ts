@@ -73,6 +73,14 @@ export function decodeReplRecord(bytes: Uint8Array): ReplRecord | undefined {
   };
 }
 
+/** The record keeper of a node that runs with a cluster store (undefined without one: nothing to fence with). */
+export function replRecordsOf(
+  cluster: () => { clusterStore: ClusterStore | undefined } | undefined,
+): ReplRecords | undefined {
+  const store = cluster()?.clusterStore;
+  return store === undefined ? undefined : new ReplRecords(store);
+}
+
 /**
  * Reads and changes replica group records with compare-and-swap. Every call fails with the store's error
  * (EUNAVAIL, ETIMEDOUT, ENOTCONN, ...) when the store cannot be reached: the caller retries or gives up,

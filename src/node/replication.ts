@@ -33,6 +33,7 @@ import { Counter, type Registry } from 'prom-client';
 import type { DcId, Endpoint, EndpointInfo, NodeId } from '../kernel/types.js';
 import type { ProcessInfo, ReplicaGroupInfo } from '../protocol/admin.js';
 import { DvsError, dvsError } from '../protocol/errors.js';
+import { sleep } from '../services/scope.js';
 import type { AdminContext } from './local-server.js';
 import type { NodeRpcHandler } from './node-rpc.js';
 import type { DaemonParts } from './parts.js';
@@ -45,7 +46,7 @@ import {
   needGroup,
   replicaRow,
 } from './repl-common.js';
-import { type ReplRecord, ReplRecords } from './repl-record.js';
+import { type ReplRecord, type ReplRecords, replRecordsOf } from './repl-record.js';
 import type { ServiceRegistry } from './services.js';
 import { Smr } from './smr.js';
 
@@ -450,8 +451,7 @@ export class Replication {
 
   /** The store's record keeper, when the node runs with a cluster store. */
   private records(): ReplRecords | undefined {
-    const store = this.o.cluster()?.clusterStore;
-    return store === undefined ? undefined : new ReplRecords(store);
+    return replRecordsOf(this.o.cluster);
   }
 
   /**
@@ -470,17 +470,7 @@ export class Replication {
           this.log.warn({ err: e, attempt }, `${what}: the cluster store cannot be reached; retrying`);
         }
       }
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, FENCE_RETRY_MS);
-        stop.addEventListener(
-          'abort',
-          () => {
-            clearTimeout(t);
-            resolve();
-          },
-          { once: true },
-        );
-      });
+      await sleep(FENCE_RETRY_MS, stop);
     }
   }
 

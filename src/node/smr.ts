@@ -39,6 +39,7 @@ import type { DcId, Endpoint, EndpointInfo, NodeId } from '../kernel/types.js';
 import type { ProcessInfo, ReplicaGroupInfo } from '../protocol/admin.js';
 import { dvsError } from '../protocol/errors.js';
 import type { SmrStatus } from '../sdk/smr.js';
+import { sleep } from '../services/scope.js';
 import type { AdminContext } from './local-server.js';
 import type { NodeRpcHandler } from './node-rpc.js';
 import {
@@ -50,7 +51,7 @@ import {
   needGroup,
   replicaRow,
 } from './repl-common.js';
-import { ReplRecords } from './repl-record.js';
+import { type ReplRecords, replRecordsOf } from './repl-record.js';
 import type { ReplicationOptions } from './replication.js';
 import { callerDc, type ServiceRegistry } from './services.js';
 
@@ -499,8 +500,7 @@ export class Smr {
 
   /** The store's record keeper, when the node runs with a cluster store. */
   private records(): ReplRecords | undefined {
-    const store = this.o.cluster()?.clusterStore;
-    return store === undefined ? undefined : new ReplRecords(store);
+    return replRecordsOf(this.o.cluster);
   }
 
   /**
@@ -783,17 +783,4 @@ function groupParam(v: unknown): SmrGroup {
     return true;
   });
   return { ...base, ...sm! };
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }

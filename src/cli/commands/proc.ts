@@ -204,11 +204,14 @@ export async function kill(
     opts.graceMs + 10_000,
   );
   if (opts.json) ctx.out.json(done);
-  else {
-    const how = done.exit === null ? 'still running' : exitText(done.exit);
-    ctx.out.line(`endpoint ${done.ep} of DC '${dc.name}' on node ${done.node} (pid ${done.pid}): ${how}`);
-  }
+  else ctx.out.line(killedLine(dc, done));
   return 0;
+}
+
+/** `endpoint 100 of DC 'web' on node 1 (pid 4321): killed by SIGTERM`. */
+function killedLine(dc: DcConfig, p: ProcessInfo): string {
+  const how = p.exit === null ? 'still running' : exitText(p.exit);
+  return `endpoint ${p.ep} of DC '${dc.name}' on node ${p.node} (pid ${p.pid}): ${how}`;
 }
 
 /** `dvs kill --replicas`: one call to a node running a replica, which ends the group everywhere. */
@@ -227,10 +230,7 @@ async function killGroup(
   );
   if (opts.json) ctx.out.json(r);
   else {
-    for (const p of r.processes) {
-      const how = p.exit === null ? 'still running' : exitText(p.exit);
-      ctx.out.line(`endpoint ${p.ep} of DC '${dc.name}' on node ${p.node} (pid ${p.pid}): ${how}`);
-    }
+    for (const p of r.processes) ctx.out.line(killedLine(dc, p));
     ctx.out.line(
       `replicated endpoint ${opts.ep} of DC '${dc.name}' ended (${r.processes.length} replica(s) stopped)`,
     );

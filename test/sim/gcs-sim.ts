@@ -44,6 +44,11 @@ export interface GcsSimConfig {
   traceKeep?: number;
   /** Break delivery on purpose (the checker must notice): repeat or swallow every 25th message delivery. */
   broken?: 'duplicate' | 'drop';
+  /**
+   * Links come back one by one, each after its own delay of up to this many virtual ms (0: all at once).
+   * Reachability is then intransitive for a while, as in a real heal: nodes see different coordinators.
+   */
+  staggerMs?: number;
 }
 
 export const GCS_SIM_DEFAULTS: Omit<GcsSimConfig, 'seed' | 'nodes'> = {
@@ -223,6 +228,8 @@ export function simulateGcs(cfg: GcsSimConfig): GcsSimResult {
     refresh(b);
   };
 
+  /** Links scheduled to come up (staggered heals), as a * N + b. */
+  const rising = new Set<number>();
   /** Bring up every link that should be up, once both ends have noticed it went down. */
   const reconcile = (): void => {
     let retry = false;
@@ -238,7 +245,14 @@ export function simulateGcs(cfg: GcsSimConfig): GcsSimResult {
         const nb = nodes[b] as SimNode;
         // A link comes back only after both ends noticed it down (the link layer declares the loss).
         if (na.reported.has(b) || nb.reported.has(a)) retry = true;
-        else setLink(a, b, true);
+        else if (!cfg.staggerMs) setLink(a, b, true);
+        else if (!rising.has(a * N + b)) {
+          rising.add(a * N + b);
+          sched.after(net.int(0, cfg.staggerMs), () => {
+            rising.delete(a * N + b);
+            if (connected(a, b)) setLink(a, b, true);
+          });
+        }
       }
     if (retry) sched.after(3, reconcile);
   };

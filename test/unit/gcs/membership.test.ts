@@ -164,6 +164,99 @@ describe('Membership', () => {
     assert.equal(h1.installs.length, 0);
   });
 
+  /** Node 2 reaches 0 and 1, which do not reach each other yet (a heal lifting link after link). */
+  function pledgedTo1(): { h2: Host; m2: Membership } {
+    const h2 = new Host(2);
+    const m2 = new Membership(h2, { flushTimeoutMs: 100 });
+    m2.setReach(0, new Set([0, 1, 2]));
+    h2.take();
+    m2.onFrame(1, 1, { t: 'propose', id: [5, 1, 1], nodes: [1, 2] });
+    assert.deepEqual(
+      h2.take().map((s) => [s.to, s.f.t]),
+      [[1, 'flushOk']],
+    );
+    m2.onFrame(2, 0, { t: 'propose', id: [6, 0, 1], nodes: [0, 1, 2] });
+    assert.deepEqual(h2.take(), [], "another coordinator's proposal waits while pledged");
+    return { h2, m2 };
+  }
+  const install5: GcsFrame = {
+    t: 'install',
+    id: [5, 1, 1],
+    nodes: [1, 2],
+    members: [],
+    recover: [],
+    seen: [],
+  };
+
+  it("a node pledged to one coordinator's round installs it before answering another's", () => {
+    // Without the pledge, node 2 would answer 0 (closing its old configuration 0's way) and refuse the
+    // install of 1, which node 1 applies (closing it 1's way): different messages in the same view.
+    const { h2, m2 } = pledgedTo1();
+    m2.onFrame(3, 1, install5);
+    assert.equal(h2.installs.length, 1, 'the install of the round it answered');
+    assert.deepEqual(
+      h2
+        .take()
+        .filter((s) => s.f.t !== 'wake')
+        .map((s) => [s.to, s.f.t, 'id' in s.f ? s.f.id : undefined]),
+      [[0, 'flushOk', [6, 0, 1]]],
+      'then the waiting proposal is answered',
+    );
+  });
+
+  it('the pledge ends when the round is aborted, its coordinator goes out of reach, or in two flush timeouts', () => {
+    const ends: [string, (m: Membership) => void][] = [
+      ['abort', (m) => m.onFrame(3, 1, { t: 'abort', id: [5, 1, 1] })],
+      ['out of reach', (m) => m.setReach(3, new Set([0, 2]))],
+      ['timeout', (m) => m.tick(201)],
+    ];
+    for (const [why, end] of ends) {
+      const { h2, m2 } = pledgedTo1();
+      m2.tick(150);
+      assert.deepEqual(
+        h2.take().filter((s) => s.f.t === 'flushOk'),
+        [],
+        `${why}: still pledged after 1.5 flush timeouts`,
+      );
+      end(m2);
+      const sent = h2.take().filter((s) => s.f.t === 'flushOk');
+      assert.deepEqual(
+        sent.map((s) => [s.to, 'id' in s.f ? s.f.id : undefined]),
+        [[0, [6, 0, 1]]],
+        `${why}: the waiting proposal is answered`,
+      );
+      m2.onFrame(4, 1, install5);
+      assert.equal(h2.installs.length, 0, `${why}: the late install is refused`);
+    }
+  });
+
+  it('a newer round of the same coordinator takes the pledge over; an abort of another round is ignored', () => {
+    const { h2, m2 } = pledgedTo1();
+    m2.onFrame(3, 1, { t: 'abort', id: [4, 1, 1] });
+    assert.deepEqual(h2.take(), []);
+    m2.onFrame(3, 1, { t: 'propose', id: [7, 1, 1], nodes: [1, 2] });
+    assert.deepEqual(
+      h2.take().map((s) => [s.to, s.f.t]),
+      [[1, 'flushOk']],
+    );
+  });
+
+  it('a coordinator that gives up its round tells the nodes it asked', () => {
+    const h1 = new Host(1);
+    const m1 = new Membership(h1, { flushTimeoutMs: 100 });
+    m1.setReach(0, new Set([1, 2]));
+    const round = h1.take().find((s) => s.to === 2)?.f;
+    assert.ok(round?.t === 'propose');
+    m1.setReach(1, new Set([0, 1, 2]));
+    assert.deepEqual(
+      h1.take().map((s) => [s.to, s.f.t]),
+      [
+        [2, 'abort'],
+        [0, 'wake'],
+      ],
+    );
+  });
+
   it('a stuck round is restarted after the flush timeout', () => {
     const h0 = new Host(0);
     const m0 = new Membership(h0, { flushTimeoutMs: 100 });

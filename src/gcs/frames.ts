@@ -148,8 +148,6 @@ export function parseFrame(x: unknown): GcsFrame | undefined {
           x.recover.every(isRecovery) &&
           isSeen(x.seen)
         );
-      case 'abort':
-        return isCfg(x.id);
       case 'wake':
         return true;
       case 'submit':

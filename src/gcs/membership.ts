@@ -19,17 +19,6 @@
  *      order for all movers), then installs `id`: group views are rebuilt from `members`; ops issued
  *      while the view was closing are submitted in the new configuration.
  * ```
- * A node that answered a proposal is pledged to it until its install arrives: a proposal of another
- * coordinator waits meanwhile (it is answered after the install, with the new configuration's state).
- * Otherwise, while reachability is intransitive (a heal lifting link after link), coordinator A could
- * install at some of its nodes a configuration whose flush counted on node P closing its old configuration
- * A's way, while P, having moved on to coordinator B's proposal first, closes it B's way: the two would
- * meet again having delivered different messages in the same view. The pledge ends with the install, a
- * newer proposal of the same coordinator (it abandoned the round: an install of it, sent before, arrived
- * first on the FIFO link), the coordinator going out of reach (frames in flight are lost with the link),
- * or {@link PLEDGE_HOLD_ROUNDS} flush timeouts (the coordinator abandoned the round silently, e.g. when it
- * saw a lower node); an install arriving after that is refused and logged.
- *
  * A coordinator whose reachable set changes, or whose round does not finish within the flush timeout,
  * starts over with a newer epoch. A node whose configuration does not match what it can reach, or whose
  * accepted proposal is not installed in time, pokes its coordinator with `wake`. Stale rounds die on the
@@ -185,12 +174,6 @@ function sameSet(a: ReadonlySet<NodeId>, b: readonly NodeId[]): boolean {
   return a.size === b.length && b.every((n) => a.has(n));
 }
 
-/**
- * How many flush timeouts a node stays pledged to a proposal it answered. A coordinator sends its install
- * within one flush timeout of proposing or abandons the round; the second covers the install's transit.
- */
-export const PLEDGE_HOLD_ROUNDS = 2;
-
 /** One node's side of the view-change protocol. */
 export class Membership {
   /** Nodes this node can reach (itself included). */
@@ -203,10 +186,6 @@ export class Membership {
   /** A proposal newer than `current` was accepted and not yet installed: ordering is stopped. */
   flushing = false;
   private acceptedAt = 0;
-  /** The proposal this node answered and awaits the install of, and since when (see the module doc). */
-  private pledge: { id: CfgId; since: number } | undefined;
-  /** The newest proposal of another coordinator that arrived during the pledge: answered when it ends. */
-  private deferred: { from: NodeId; id: CfgId; nodes: NodeId[] } | undefined;
   /** The round this node coordinates, if any. */
   private round: Round | undefined;
   /** The installed configuration no longer matches reachability (or frames were lost). */
@@ -244,9 +223,7 @@ export class Membership {
     if (this.currentNodes.some((n) => !next.has(n)) || !sameSet(next, this.currentNodes)) this.need = true;
     const changed = !sameSet(next, [...this.reach]);
     this.reach = next;
-    if (this.pledge !== undefined && !next.has(this.pledge.id[1]))
-      this.release(now, 'coordinator out of reach');
-    if (changed) this.abandon();
+    if (this.round !== undefined && changed) this.round = undefined;
     if (this.need || this.flushing) this.act(now, changed);
   }
 
@@ -258,11 +235,6 @@ export class Membership {
 
   /** Timers: restart a stuck round, poke the coordinator. */
   tick(now: number): void {
-    if (
-      this.pledge !== undefined &&
-      now - this.pledge.since >= PLEDGE_HOLD_ROUNDS * this.timers.flushTimeoutMs
-    )
-      this.release(now, 'no install in time');
     if (this.round !== undefined) {
       if (now - this.round.startedAt >= this.timers.flushTimeoutMs) this.propose(now);
       return;
@@ -287,10 +259,6 @@ export class Membership {
       case 'install':
         this.onInstall(now, from, f);
         return;
-      case 'abort':
-        if (this.pledge !== undefined && sameCfg(this.pledge.id, f.id) && from === f.id[1])
-          this.release(now, 'round aborted');
-        return;
       case 'wake': {
         // A poke from a node that missed (or ignored) the round under way restarts it at once.
         const r = this.round;
@@ -302,15 +270,6 @@ export class Membership {
       default:
         return;
     }
-  }
-
-  /** Give up the round this node coordinates: the nodes pledged to it wait for its install otherwise. */
-  private abandon(): void {
-    const r = this.round;
-    if (r === undefined) return;
-    this.round = undefined;
-    for (const n of r.nodes)
-      if (n !== this.me && this.reach.has(n)) this.host.send(n, { t: 'abort', id: r.id });
   }
 
   /** Propose (if this node leads its reachable set) or poke the leader. */
@@ -343,22 +302,10 @@ export class Membership {
       this.host.send(from, { t: 'nack', id, promised: this.promised });
       return;
     }
-    const p = this.pledge;
-    if (p !== undefined && p.id[1] !== from) {
-      // Pledged to another coordinator's round: answered once its install arrives (or the pledge lapses).
-      if (this.deferred === undefined || compareCfg(id, this.deferred.id) > 0)
-        this.deferred = { from, id, nodes };
-      return;
-    }
-    // The same coordinator's newer round (or none pending). The hold restarts: a coordinator re-proposing
-    // is alive, and its install may follow (two coordinators holding nodes from each other only last as
-    // long as reachability stays intransitive: see Limits in docs/gcs.md).
-    this.pledge = { id, since: now };
-    this.deferred = undefined;
     this.promised = id;
     this.flushing = true;
     this.acceptedAt = now;
-    if (this.round !== undefined && !sameCfg(this.round.id, id)) this.abandon();
+    if (this.round !== undefined && !sameCfg(this.round.id, id)) this.round = undefined;
     this.host.send(from, { t: 'flushOk', id, ...this.host.snapshot() });
   }
 
@@ -375,35 +322,15 @@ export class Membership {
 
   private onInstall(now: number, from: NodeId, f: InstallFrame): void {
     if (!this.flushing || !sameCfg(f.id, this.promised) || from !== f.id[1]) {
-      // After a lapsed pledge this install may have reached other nodes: their views and ours can differ.
-      this.host.log?.(f.id[0] > this.current[0] ? 'warn' : 'debug', 'gcs: stale install ignored', {
-        from,
-        id: f.id,
-        promised: this.promised,
-      });
+      this.host.log?.('debug', 'gcs: stale install ignored', { from, id: f.id, promised: this.promised });
       return;
     }
     this.flushing = false;
     this.current = f.id;
     this.currentNodes = [...f.nodes];
     this.need = !sameSet(this.reach, this.currentNodes);
-    this.pledge = undefined;
     this.host.install(now, f);
-    const d = this.deferred;
-    this.deferred = undefined;
-    if (d !== undefined) this.onPropose(now, d.from, d.id, d.nodes);
     if (this.need) this.act(now, true);
-  }
-
-  /** The pledge ends without an install: answer the proposal that waited, if any. */
-  private release(now: number, why: string): void {
-    const p = this.pledge;
-    if (p === undefined) return;
-    this.pledge = undefined;
-    const d = this.deferred;
-    this.deferred = undefined;
-    this.host.log?.('debug', 'gcs: pledge released', { id: p.id, why, deferred: d?.id });
-    if (d !== undefined) this.onPropose(now, d.from, d.id, d.nodes);
   }
 
   /** The installed configuration matches reachability and no change is under way (for tests and the sim). */

@@ -376,7 +376,6 @@ export class GcsNode implements GcsApi {
       case 'nack':
       case 'flushOk':
       case 'install':
-      case 'abort':
       case 'wake':
         this.membership.onFrame(now, from, f);
         return;

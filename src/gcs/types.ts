@@ -151,7 +151,6 @@ export function compareMembers(a: Member, b: Member): number {
 //     P ──nack{id, promised}──▶ C                      P already accepted a newer proposal
 //     C ──install{id, nodes, members, recover, seen}──▶ P   P delivers the union (and the movers'
 //                                                           unordered ops after it), then installs `id`
-//     C ──abort{id}──▶ P                               C gave up round `id` and will not install it
 //     P ──wake{}──▶ C                                  "my configuration does not match my reachability"
 //   ordering (in configuration `cfg`, sequencer S = cfg[1]):
 //     P ──submit{cfg, inc, ops}──▶ S                   S numbers them in arrival order
@@ -249,7 +248,6 @@ export type GcsFrame =
       /** Per origin, the newest op any mover processed or holds: origins drop older unordered ops. */
       seen: Seen[];
     }
-  | { t: 'abort'; id: CfgId }
   | { t: 'wake' }
   | { t: 'submit'; cfg: CfgId; inc: number; ops: Op[] }
   | { t: 'ordered'; cfg: CfgId; first: number; ops: OrderedOp[] }

@@ -47,9 +47,9 @@ describe('system: state-machine replication, partition {0,3} | {1,2,4} (5 nodes,
 
   /**
    * Known to fail about 1 run in 5 under load (the last check: the replicas end with different states), so
-   * it runs as a todo: it reports, it does not fail the suite. Two mechanisms, both seen in the logs of
-   * failed runs: (1) fixed: a configuration installed at only some of its nodes during the heal (the
-   * GCS pledge, docs/gcs.md); (2) open: during the heal node 4 can pass through a configuration with the
+   * it runs as a todo: it reports, it does not fail the suite. Two open mechanisms, both seen in the logs
+   * of failed runs: (1) a configuration installed at only some of its nodes during the heal (docs/gcs.md,
+   * Limits); (2) during the heal node 4 can pass through a configuration with the
    * minority side before the full merge, where the cut-off replica on node 0 (dropped from the store's
    * record, not yet killed) and the one on node 4 make a "majority" view {0, 4} of 3: node 4 applies its
    * transitional deliveries there while 1 and 2 apply theirs in their own view. Needs replica sets

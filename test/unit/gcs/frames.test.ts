@@ -29,7 +29,6 @@ const FRAMES: GcsFrame[] = [
     recover: [{ cfg: [2, 0, 1], stable: 0, full: true, ops: [seqOp] }],
     seen: [[2, 7, 4]],
   },
-  { t: 'abort', id: [3, 0, 1] },
   { t: 'wake' },
   {
     t: 'submit',

@@ -5,7 +5,7 @@
  *   SEED=<n> node --import tsx --test test/unit/gcs/sim.test.ts
  * and run more seeds with SIM_SEEDS=<n>. docs/gcs.md says what is checked. SIM_STAGGER_MS=<ms> makes the
  * heals lift link after link (intransitive reachability for up to that long): seeds still fail that way
- * (docs/gcs.md, Limits), so it is not on by default.
+ * (docs/gcs.md, Limits: partial installs), so it is not on by default.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';

@@ -246,10 +246,12 @@ export function simulateGcs(cfg: GcsSimConfig): GcsSimResult {
         // A link comes back only after both ends noticed it down (the link layer declares the loss).
         if (na.reported.has(b) || nb.reported.has(a)) retry = true;
         else if (!cfg.staggerMs) setLink(a, b, true);
-        else if (!rising.has(a * N + b)) {
-          rising.add(a * N + b);
+        else {
+          const link = a * N + b;
+          if (rising.has(link)) continue;
+          rising.add(link);
           sched.after(net.int(0, cfg.staggerMs), () => {
-            rising.delete(a * N + b);
+            rising.delete(link);
             if (connected(a, b)) setLink(a, b, true);
           });
         }

@@ -57,7 +57,7 @@ describe('system: state-machine replication, partition {0,3} | {1,2,4} (5 nodes,
    * engine), not the membership count alone.
    */
   test('the minority side is never answered, places no replica; after the heal one state, exactly once', {
-    todo: 'SMR replicas can diverge after a heal: a cut-off replica still counts toward a majority (see above)',
+    todo: 'SMR replicas can diverge after a heal: two open causes (see above)',
   }, async (t) => {
     const run = await c.admin(0, 'proc.run', {
       dc: 'app',
